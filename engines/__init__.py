@@ -1,0 +1,1 @@
+"""berth engines: one subprocess per deployment, where torch lives."""

@@ -1,0 +1,269 @@
+"""The border between the berth server and its engine processes.
+
+This is the only module both sides import. It holds what crosses the border: the
+spec an engine is started with, the routes each task serves, the health states,
+the exit codes and their meaning, the JSON error shape, and the request bodies
+(pydantic models) that the router validates before a request reaches an engine and
+that the engine parses again on its side.
+
+Nothing here imports torch, transformers or aiohttp.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import signal
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+# --- routes -------------------------------------------------------------------
+
+HEALTH = "/health"
+COMPLETIONS = "/v1/completions"
+CHAT_COMPLETIONS = "/v1/chat/completions"
+EMBEDDINGS = "/v1/embeddings"
+
+
+class Task(enum.StrEnum):
+    TEXT = "text"
+    EMBEDDINGS = "embeddings"
+
+
+TASK_ROUTES: dict[Task, tuple[str, ...]] = {
+    Task.TEXT: (COMPLETIONS, CHAT_COMPLETIONS),
+    Task.EMBEDDINGS: (EMBEDDINGS,),
+}
+
+INFERENCE_ROUTES: tuple[str, ...] = (COMPLETIONS, CHAT_COMPLETIONS, EMBEDDINGS)
+
+
+class HealthState(enum.StrEnum):
+    """What an engine says of itself on its health route."""
+
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+# --- exit codes -----------------------------------------------------------------
+
+EXIT_OK = 0
+EXIT_BAD_SPEC = 2
+EXIT_LOAD_FAILED = 3
+EXIT_PARENT_GONE = 4
+
+_EXIT_MEANINGS = {
+    EXIT_OK: "exited normally",
+    EXIT_BAD_SPEC: "bad engine spec",
+    EXIT_LOAD_FAILED: "model failed to load",
+    EXIT_PARENT_GONE: "server went away",
+}
+
+
+def describe_exit(returncode: int) -> str:
+    """A short human reason for a process exit status (negative = killed by signal)."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}"
+    meaning = _EXIT_MEANINGS.get(returncode)
+    return f"exit {returncode} ({meaning})" if meaning else f"exit {returncode}"
+
+
+# --- the spec an engine is started with ---------------------------------------------
+
+SPEC_ARG = "--spec"
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything an engine needs to know; passed as JSON on its command line."""
+
+    name: str
+    task: Task
+    model: str
+    model_path: str
+    socket_path: str
+    dtype: str = "auto"
+    threads: int = 1
+    trust_remote_code: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> EngineSpec:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("engine spec must be a JSON object")
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown engine spec fields: {sorted(unknown)}")
+        data["task"] = Task(data["task"])
+        if data.get("dtype", "auto") not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}")
+        return cls(**data)
+
+
+DTYPES = frozenset({"auto", "float32", "bfloat16", "float16"})
+
+
+def cpu_supports_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX)."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_dtype(requested: str, *, has_gpu: bool = False) -> str:
+    """The dtype an engine will load weights in; the catalog's memory figures use it too."""
+    if requested != "auto":
+        return requested
+    if has_gpu or cpu_supports_bf16():
+        return "bfloat16"
+    return "float32"
+
+
+# --- errors -----------------------------------------------------------------------
+
+
+def error_body(
+    message: str,
+    type: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
+) -> dict[str, Any]:
+    """The one JSON error shape, on every route of the server and of every engine."""
+    return {"error": {"message": message, "type": type, "code": code, "param": param}}
+
+
+def describe_validation_error(exc: ValidationError) -> tuple[str, str | None]:
+    """(message, param) for the first problem pydantic found in a request body."""
+    first = exc.errors(include_url=False)[0]
+    parts = [str(p) for p in first["loc"] if not _is_union_tag(p)]
+    param = ".".join(parts) or None
+    msg = first["msg"]
+    return (f"{param}: {msg}" if param else msg), param
+
+
+def _is_union_tag(part: object) -> bool:
+    # pydantic puts the union member it tried (e.g. "str", "list[str]") into loc
+    return isinstance(part, str) and ("[" in part or part in {"str", "int", "function-after"})
+
+
+# --- request bodies -------------------------------------------------------------------
+
+StrictInt = Annotated[int, Field(strict=True)]
+StrictFloat = Annotated[float, Field(strict=True)]
+StrictStr = Annotated[str, Field(strict=True)]
+
+
+class _Body(BaseModel):
+    # Unknown fields are accepted and ignored: OpenAI clients send many we do not use.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class StreamOptions(_Body):
+    include_usage: Annotated[bool, Field(strict=True)] = False
+
+
+class _Sampling(_Body):
+    model: StrictStr | None = None
+    max_tokens: Annotated[int | None, Field(strict=True, ge=1)] = None
+    temperature: Annotated[float, Field(strict=True, ge=0.0, le=2.0)] = 1.0
+    top_p: Annotated[float, Field(strict=True, gt=0.0, le=1.0)] = 1.0
+    n: Annotated[int, Field(strict=True, ge=1, le=8)] = 1
+    stream: Annotated[bool, Field(strict=True)] = False
+    stream_options: StreamOptions | None = None
+    stop: StrictStr | list[StrictStr] | None = None
+    seed: StrictInt | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and len(v) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return v
+
+    def stop_strings(self) -> list[str]:
+        if self.stop is None:
+            return []
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop)
+        return [s for s in stops if s]
+
+
+class CompletionRequest(_Sampling):
+    prompt: StrictStr | list[StrictStr] | list[StrictInt] = Field(min_length=1)
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, v: str | list[Any]) -> str | list[Any]:
+        if isinstance(v, list) and v and isinstance(v[0], str) and len(v) != 1:
+            raise ValueError("only one prompt per request is supported")
+        return v
+
+
+class TextPart(_Body):
+    type: Literal["text"]
+    text: StrictStr
+
+
+class ImageURL(_Body):
+    url: StrictStr
+    detail: str | None = None
+
+
+class ImagePart(_Body):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
+class ChatMessage(_Body):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: StrictStr | list[ContentPart] | None = None
+    name: StrictStr | None = None
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: Annotated[int | None, Field(strict=True, ge=1)] = None
+
+    def token_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class EmbeddingRequest(_Body):
+    model: StrictStr | None = None
+    input: (
+        StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+    ) = Field(min_length=1)
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int | None, Field(strict=True, ge=1)] = None
+
+    @field_validator("input")
+    @classmethod
+    def _bounded(cls, v: Any) -> Any:
+        if isinstance(v, list) and len(v) > 2048:
+            raise ValueError("at most 2048 inputs per request")
+        return v
+
+
+REQUEST_BODIES: dict[str, type[_Body]] = {
+    COMPLETIONS: CompletionRequest,
+    CHAT_COMPLETIONS: ChatCompletionRequest,
+    EMBEDDINGS: EmbeddingRequest,
+}

@@ -1,0 +1,1 @@
+"""berth server: router, supervisor, meter, admin API. Never imports torch."""

@@ -1,0 +1,144 @@
+"""OpenAI-compatible inference routes: validate, look the endpoint up, proxy to its engine.
+
+The body is validated here with the same pydantic models the engine uses
+(`engines.protocol.REQUEST_BODIES`), so bad input is answered without touching an
+engine. Then the original bytes go to the engine over its Unix socket and the answer
+streams back as it arrives (`iter_any`); nothing is buffered whole.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+
+import aiohttp
+from aiohttp import web
+from pydantic import ValidationError
+
+from engines.protocol import REQUEST_BODIES, TASK_ROUTES, describe_validation_error, error_body
+from server import keys
+from server.errors import BadRequest, NotFound, Unavailable
+from server.states import State
+from server.supervisor import Deployment
+
+log = logging.getLogger(__name__)
+
+_HOP_HEADERS = {"content-type", "content-length", "x-request-id"}
+
+
+async def list_models(request: web.Request) -> web.Response:
+    sup = request.app[keys.SUPERVISOR]
+    only = request.match_info.get("name")
+    deps = [d for d in sup.all() if only is None or d.name == only]
+    if only is not None and not deps:
+        raise _unknown(only)
+    return web.json_response({"object": "list", "data": [
+        {"id": d.name, "object": "model", "created": int(d.created_at), "owned_by": d.owner,
+         "root": d.model, "status": str(d.state)} for d in deps]})
+
+
+async def inference(request: web.Request) -> web.StreamResponse:
+    route = "/v1/" + request.match_info["route"]
+    body_cls = REQUEST_BODIES.get(route)
+    if body_cls is None:
+        raise NotFound(f"no route {request.method} {request.path}", code="not_found")
+    max_body = request.app[keys.CONFIG].server.max_body_bytes
+    if request.content_length is not None and request.content_length > max_body:
+        raise BadRequest(f"request body is {request.content_length} bytes; the limit is "
+                         f"{max_body}", code="request_too_large", status=413)
+    raw = await request.read()
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"request body is not valid JSON: {e}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"request body must be a JSON object, not {type(data).__name__}",
+                         code="invalid_body")
+    try:
+        body = body_cls.model_validate(data)
+    except ValidationError as e:
+        message, param = describe_validation_error(e)
+        raise BadRequest(message, code="invalid_value", param=param) from None
+
+    name = request.match_info.get("name") or getattr(body, "model", None)
+    if not name:
+        raise BadRequest("you must provide a model parameter (the endpoint name)",
+                         code="missing_model", param="model")
+    dep = request.app[keys.SUPERVISOR].get(name)
+    if dep is None:
+        raise _unknown(name)
+    _check_serves(dep, route)
+    if not dep.ready:
+        raise _not_ready(dep)
+    return await _proxy(request, dep, route, raw, stream=bool(getattr(body, "stream", False)))
+
+
+def _unknown(name: str) -> NotFound:
+    return NotFound(f"the model (endpoint) {name!r} does not exist", code="model_not_found",
+                    param="model")
+
+
+def _check_serves(dep: Deployment, route: str) -> None:
+    if dep.task is None:
+        return
+    served = TASK_ROUTES[dep.task]
+    if route not in served:
+        raise BadRequest(f"deployment {dep.name!r} ({dep.task} model) does not serve {route}; "
+                         f"it serves {', '.join(served)}", code="unsupported_route")
+
+
+def _not_ready(dep: Deployment) -> Unavailable:
+    if dep.state in (State.FAILED, State.STOPPED, State.STOPPING):
+        return Unavailable(f"deployment {dep.name!r} is {dep.state}: {dep.reason}",
+                           code=f"deployment_{dep.state}")
+    wait = 5
+    if dep.state is State.CRASHED and dep.retry_at is not None:
+        wait = max(1, math.ceil(dep.retry_at - time.time())) + 5
+    return Unavailable(f"deployment {dep.name!r} is {dep.state}, not ready yet",
+                       code="deployment_not_ready", headers={"Retry-After": str(wait)})
+
+
+async def _proxy(request: web.Request, dep: Deployment, route: str, raw: bytes,
+                 *, stream: bool) -> web.StreamResponse:
+    assert dep.client is not None
+    try:
+        upstream = await dep.client.post(route, data=raw,
+                                         headers={"Content-Type": "application/json"})
+    except aiohttp.ClientConnectionError:
+        raise Unavailable(f"deployment {dep.name!r} is not answering (its engine is "
+                          "restarting)", code="engine_unavailable",
+                          headers={"Retry-After": "2"}) from None
+    resp = web.StreamResponse(status=upstream.status, headers={
+        k: v for k, v in upstream.headers.items() if k.lower() in _HOP_HEADERS})
+    if stream:
+        resp.headers["Cache-Control"] = "no-cache"
+    clean = False
+    try:
+        await resp.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await resp.write(chunk)
+        except aiohttp.ClientPayloadError:
+            # The engine died mid-answer: end the stream with an error the client can read.
+            log.warning("engine of %s broke off an answer", dep.name)
+            if stream:
+                event = error_body(f"deployment {dep.name!r} engine stopped mid-answer",
+                                   "server_error", "engine_died")
+                await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+            return resp
+        await resp.write_eof()
+        clean = True
+        return resp
+    except ConnectionResetError:
+        # The client went away (a cancelled handler ends here too, via finally):
+        # dropping the engine connection cancels the generation in the engine.
+        log.debug("client of %s disconnected mid-answer", dep.name)
+        return resp
+    finally:
+        if clean:
+            upstream.release()
+        else:
+            upstream.close()
+

@@ -1,0 +1,340 @@
+"""The supervisor: one handle per deployment, its state machine, the watchdog, restarts.
+
+Each deployment has one run-loop task that owns its engine process: it spawns the
+engine, waits for readiness on the engine's health route, pings it while it runs,
+and when it dies records why, backs off (1 s doubling to 60 s) and spawns it again,
+until the deployment is stopped or has crashed too often (`failed`). Everything else
+(stop requests, shutdown) only sets the handle's wishes and wakes its loop, so a
+process is only ever touched by one task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from engines.protocol import (
+    EXIT_LOAD_FAILED,
+    HEALTH,
+    EngineSpec,
+    HealthState,
+    Task,
+    describe_exit,
+)
+from server.config import Config, DeploymentConfig, Tier
+from server.launcher import EngineProcess, LocalLauncher
+from server.slices import NoneDriver, Slice
+from server.states import State
+from server.store import Store
+from server.weights import WeightsNotFound, find_weights, infer_task
+
+log = logging.getLogger(__name__)
+
+START_POLL_S = 0.25
+
+
+@dataclass(eq=False)
+class Deployment:
+    """The supervisor's handle on one deployment and its engine."""
+
+    id: int
+    name: str
+    model: str
+    tier: Tier
+    owner: str
+    task: Task | None
+    dtype: str
+    created_at: float
+    socket_path: Path
+    log_path: Path
+    state: State = State.PENDING
+    reason: str | None = None
+    pid: int | None = None
+    restarts: int = 0
+    ready_at: float | None = None
+    retry_at: float | None = None
+    model_path: Path | None = None
+    desired_running: bool = True
+    slice: Slice | None = None
+    process: EngineProcess | None = None
+    client: aiohttp.ClientSession | None = None
+    health: dict[str, Any] | None = None
+    crashes: deque[float] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    stop_reason: str = "stopped"
+    run_task: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state is State.READY and self.client is not None
+
+
+class Supervisor:
+    def __init__(self, config: Config, store: Store, *, launcher: LocalLauncher | None = None,
+                 slices: NoneDriver | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.launcher = launcher or LocalLauncher()
+        self.slices = slices or NoneDriver()
+        self._deployments: dict[str, Deployment] = {}
+        state_dir = config.server.state_dir
+        self.socket_dir = state_dir / "run"
+        self.log_dir = state_dir / "logs"
+
+    # --- registry ---------------------------------------------------------------------
+
+    def get(self, name: str) -> Deployment | None:
+        return self._deployments.get(name)
+
+    def all(self) -> list[Deployment]:
+        return sorted(self._deployments.values(), key=lambda d: d.name)
+
+    # --- lifecycle of the supervisor ------------------------------------------------------
+
+    async def start(self) -> None:
+        self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for stale in self.socket_dir.glob("*.sock"):
+            stale.unlink(missing_ok=True)
+        for dep_cfg in self.config.deployments:
+            await self.add_from_config(dep_cfg)
+
+    async def add_from_config(self, cfg: DeploymentConfig) -> Deployment:
+        row = await self.store.upsert_config_deployment(
+            name=cfg.name, model=cfg.model, hardware=cfg.hardware, owner=cfg.owner,
+            task=cfg.task, status=State.PENDING)
+        dep = Deployment(
+            id=row.id, name=cfg.name, model=cfg.model, tier=self.config.tiers[cfg.hardware],
+            owner=cfg.owner, task=Task(cfg.task) if cfg.task else None, dtype=cfg.dtype,
+            created_at=row.created_at, restarts=row.restarts,
+            socket_path=self.socket_dir / f"{cfg.name}.sock",
+            log_path=self.log_dir / f"{cfg.name}.log")
+        self._deployments[dep.name] = dep
+        await self._transition(dep, State.PENDING, "server start")
+        dep.run_task = asyncio.create_task(self._run(dep), name=f"supervise:{dep.name}")
+        return dep
+
+    async def close(self) -> None:
+        """Stop every engine (SIGTERM, then SIGKILL after the stop timeout) and wait."""
+        for dep in self._deployments.values():
+            self.request_stop(dep, "server shutdown")
+        tasks = [d.run_task for d in self._deployments.values() if d.run_task]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def request_stop(self, dep: Deployment, reason: str) -> None:
+        dep.desired_running = False
+        dep.stop_reason = reason
+        dep.wake.set()
+
+    # --- the run loop of one deployment --------------------------------------------------
+
+    async def _run(self, dep: Deployment) -> None:
+        try:
+            while dep.desired_running:
+                if not await self._prepare(dep):
+                    return
+                ended = await self._attempt(dep)
+                if not dep.desired_running:
+                    break
+                if not await self._after_crash(dep, ended):
+                    return
+            await self._transition(dep, State.STOPPED, dep.stop_reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("supervisor loop of %s failed", dep.name)
+            with contextlib.suppress(Exception):
+                await self._transition(dep, State.FAILED, "supervisor error (see server log)")
+
+    async def _prepare(self, dep: Deployment) -> bool:
+        """Checks that need no process; a failure here is permanent (`failed`)."""
+        try:
+            folder = find_weights(dep.model, self.config.server.models_dir)
+        except WeightsNotFound as e:
+            await self._transition(dep, State.FAILED, f"weights not found: {e}")
+            return False
+        task = dep.task or infer_task(folder)
+        if task is None:
+            await self._transition(dep, State.FAILED,
+                                   f"cannot tell which task {dep.model!r} serves; "
+                                   "set `task` for this deployment in config.toml")
+            return False
+        dep.task = task
+        dep.model_path = folder
+        return True
+
+    async def _attempt(self, dep: Deployment) -> str:
+        """Run one engine process until it ends or a stop is asked; return why it ended."""
+        dep.slice = self.slices.create(dep.name, dep.tier)
+        assert dep.task is not None
+        spec = EngineSpec(
+            name=dep.name, task=dep.task, model=dep.model,
+            model_path=str(dep.model_path),
+            socket_path=str(dep.socket_path), dtype=dep.dtype, threads=dep.tier.cpus)
+        dep.socket_path.unlink(missing_ok=True)
+        await self._transition(dep, State.STARTING,
+                               "restart" if dep.restarts else "spawn")
+        try:
+            proc = await self.launcher.spawn(spec, dep.log_path,
+                                             command_prefix=dep.slice.command_prefix,
+                                             env=dep.slice.env)
+        except OSError as e:
+            self._release(dep)
+            return f"spawn failed: {e}"
+        dep.process, dep.pid = proc, proc.pid
+        dep.client = aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=str(dep.socket_path),
+                                            limit=self.config.server.engine_connections),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            base_url="http://engine")
+        exited = asyncio.create_task(proc.wait(), name=f"wait:{dep.name}")
+        try:
+            why = await self._watch(dep, proc, exited)
+            if not exited.done():
+                await self._end_process(dep, proc, exited, why)
+            return why
+        finally:
+            if not exited.done():  # cancelled: still leave no process behind
+                proc.signal(signal.SIGKILL)
+                await asyncio.shield(exited)
+            await dep.client.close()
+            self._release(dep)
+
+    async def _watch(self, dep: Deployment, proc: EngineProcess,
+                     exited: asyncio.Task[int]) -> str:
+        sup = self.config.supervisor
+        deadline = time.monotonic() + sup.start_timeout_s
+        misses = 0
+        answered = False
+        while True:
+            interval = sup.health_interval_s if dep.state is State.READY else START_POLL_S
+            woke = await self._pause(dep, exited, interval)
+            if exited.done():
+                return self._exit_reason(dep, exited.result())
+            if woke and not dep.desired_running:
+                return dep.stop_reason
+            health = await self._probe(dep)
+            if health is None:
+                misses += 1 if (answered or dep.state is State.READY) else 0
+                if misses >= sup.health_misses:
+                    return f"health timeout ({misses} checks missed)"
+                if dep.state is not State.READY and time.monotonic() > deadline:
+                    return f"not ready after {sup.start_timeout_s:g} s (start timeout)"
+                continue
+            answered, misses = True, 0
+            dep.health = health
+            state = health.get("state")
+            if state == HealthState.LOADING and dep.state is State.STARTING:
+                await self._transition(dep, State.LOADING, "engine answering, loading model")
+            elif state == HealthState.READY and dep.state is not State.READY:
+                dep.ready_at = time.time()
+                await self._transition(dep, State.READY, "health ok")
+
+    async def _pause(self, dep: Deployment, exited: asyncio.Task[int], seconds: float) -> bool:
+        """Sleep until the process exits, the handle is woken, or the timeout; True if woken."""
+        waker = asyncio.create_task(dep.wake.wait())
+        try:
+            await asyncio.wait({exited, waker}, timeout=seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waker.cancel()
+        if dep.wake.is_set():
+            dep.wake.clear()
+            return True
+        return False
+
+    async def _probe(self, dep: Deployment) -> dict[str, Any] | None:
+        # The health ping has its own connection, never one of the inference pool:
+        # a busy engine must not look dead.
+        timeout = aiohttp.ClientTimeout(total=self.config.supervisor.health_timeout_s)
+        try:
+            connector = aiohttp.UnixConnector(path=str(dep.socket_path), force_close=True)
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as s, \
+                    s.get(f"http://engine{HEALTH}") as resp:
+                data = await resp.json()
+                return data if isinstance(data, dict) else None
+        except (aiohttp.ClientError, TimeoutError, ValueError, OSError):
+            return None
+
+    def _exit_reason(self, dep: Deployment, returncode: int) -> str:
+        reason = describe_exit(returncode)
+        detail = (dep.health or {}).get("detail")
+        if returncode == EXIT_LOAD_FAILED and detail:
+            reason = f"{reason}: {detail}"
+        return reason
+
+    async def _end_process(self, dep: Deployment, proc: EngineProcess,
+                           exited: asyncio.Task[int], why: str) -> None:
+        """SIGTERM, wait up to the stop timeout, then SIGKILL."""
+        stopping = not dep.desired_running
+        if stopping:
+            await self._transition(dep, State.STOPPING, why)
+            proc.signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(exited),
+                                       self.config.supervisor.stop_timeout_s)
+        if not exited.done():
+            if stopping:
+                log.warning("engine %s pid %s ignored SIGTERM; killing", dep.name, proc.pid)
+            proc.signal(signal.SIGKILL)
+            await exited
+        log.info("engine %s pid %s ended: %s (%s)", dep.name, proc.pid, why,
+                 describe_exit(exited.result()))
+
+    def _release(self, dep: Deployment) -> None:
+        dep.process = None
+        dep.pid = None
+        dep.health = None
+        dep.socket_path.unlink(missing_ok=True)
+        if dep.slice is not None:
+            dep.slice.remove()
+            dep.slice = None
+
+    async def _after_crash(self, dep: Deployment, why: str) -> bool:
+        """Record a crash and back off; False when the deployment has failed for good."""
+        sup = self.config.supervisor
+        now = time.monotonic()
+        stable = dep.ready_at is not None and time.time() - dep.ready_at >= sup.stable_after_s
+        if stable:
+            dep.crashes.clear()
+        dep.crashes.append(now)
+        while dep.crashes and now - dep.crashes[0] > sup.crash_window_s:
+            dep.crashes.popleft()
+        dep.ready_at = None
+        if len(dep.crashes) >= sup.crash_limit:
+            await self._transition(
+                dep, State.FAILED,
+                f"{len(dep.crashes)} crashes within {sup.crash_window_s:g} s; last: {why}")
+            return False
+        delay = min(sup.backoff_initial_s * 2 ** (len(dep.crashes) - 1), sup.backoff_max_s)
+        dep.retry_at = time.time() + delay
+        await self._transition(dep, State.CRASHED, why)
+        log.warning("engine %s crashed (%s); restarting in %.1f s", dep.name, why, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(dep.wake.wait(), delay)
+        dep.wake.clear()
+        dep.retry_at = None
+        if dep.desired_running:
+            dep.restarts += 1
+        return True
+
+    # --- state changes --------------------------------------------------------------------
+
+    async def _transition(self, dep: Deployment, state: State, reason: str | None) -> None:
+        previous = dep.state
+        dep.state, dep.reason = state, reason
+        log.info("deployment %s: %s -> %s (%s) pid %s", dep.name, previous, state, reason,
+                 dep.pid)
+        await self.store.record_transition(
+            dep.id, status=state, reason=reason, pid=dep.pid, restarts=dep.restarts,
+            ready_at=dep.ready_at, at=time.time())

@@ -1,0 +1,1 @@
+"""berth tui: the Textual admin console (a client of the admin API)."""
