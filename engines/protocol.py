@@ -48,6 +48,39 @@ class HealthState(enum.StrEnum):
     FAILED = "failed"
 
 
+@dataclass(frozen=True)
+class EngineHealth:
+    """The JSON body of an engine's health route.
+
+    `state` is `loading` from the moment the socket answers until the model is
+    loaded, then `ready`; `failed` (with `detail`) for about a second before the
+    process exits with EXIT_LOAD_FAILED. `context_length` is null until ready.
+    """
+
+    state: HealthState
+    pid: int
+    name: str
+    model: str
+    task: Task
+    detail: str | None = None
+    in_flight: int = 0
+    context_length: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "state": self.state.value, "task": self.task.value}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineHealth:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["state"] = HealthState(known["state"])
+        known["task"] = Task(known["task"])
+        return cls(**known)
+
+
+# Seconds an engine lets in-flight requests finish after SIGTERM before it cancels them.
+SHUTDOWN_GRACE_S = 5.0
+
+
 # --- exit codes -----------------------------------------------------------------
 
 EXIT_OK = 0

@@ -138,6 +138,10 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> Config:
         "state_dir": (base / server.state_dir).resolve(),
         "models_dir": (base / server.models_dir).resolve(),
     })
+    longest_socket = server.state_dir / "run" / "999999999.sock"
+    if len(str(longest_socket).encode()) > 107:
+        raise ConfigError(f"{where}: server.state_dir: {server.state_dir} is too long; engine "
+                          "Unix sockets live under it and their paths must stay under 108 bytes")
     if not 0 <= server.port <= 65535:
         raise ConfigError(f"{where}: server.port: expected 0..65535, got {server.port}")
     node = _section(NodeConfig, raw.get("node", {}), where, "node")

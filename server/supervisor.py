@@ -116,7 +116,8 @@ class Supervisor:
             id=row.id, name=cfg.name, model=cfg.model, tier=self.config.tiers[cfg.hardware],
             owner=cfg.owner, task=Task(cfg.task) if cfg.task else None, dtype=cfg.dtype,
             created_at=row.created_at, restarts=row.restarts,
-            socket_path=self.socket_dir / f"{cfg.name}.sock",
+            # by id, not name: a Unix socket path must stay under 108 bytes
+            socket_path=self.socket_dir / f"{row.id}.sock",
             log_path=self.log_dir / f"{cfg.name}.log")
         self._deployments[dep.name] = dep
         await self._transition(dep, State.PENDING, "server start")

@@ -1,0 +1,123 @@
+"""`python -m engines --spec '<EngineSpec JSON>'`: one engine process per deployment.
+
+Lifecycle: parse the spec (bad -> EXIT_BAD_SPEC), bind the Unix socket and answer
+/health (`loading`), load the model on the worker thread (`ready`, or `failed` then
+EXIT_LOAD_FAILED), serve until SIGTERM/SIGINT (grace for in-flight requests, exit 0)
+or until the parent process goes away (EXIT_PARENT_GONE). The socket file is
+removed on every way out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+
+from aiohttp import web
+
+from engines import protocol
+from engines.app import STATE, EngineState, create_app
+from engines.protocol import EngineSpec
+
+log = logging.getLogger("engines")
+
+PARENT_POLL_S = 1.0
+
+
+def _setup_logging(name: str) -> None:
+    fmt = f"%(asctime)s %(levelname)s [{name} pid {os.getpid()}] %(name)s: %(message)s"
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt))
+    root.addHandler(handler)
+    root.setLevel(os.environ.get("BERTH_ENGINE_LOG_LEVEL", "INFO").upper())
+    logging.captureWarnings(True)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+async def _watch_parent(state: EngineState, parent: int) -> None:
+    while True:
+        await asyncio.sleep(PARENT_POLL_S)
+        if os.getppid() != parent:
+            log.error("parent process %d went away; exiting", parent)
+            state.request_exit(protocol.EXIT_PARENT_GONE)
+            return
+
+
+async def serve(spec: EngineSpec) -> int:
+    """Runs the engine until it is asked to exit; returns the exit status."""
+    parent = os.getppid()
+    app = create_app(spec, autoload=False)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        handler_cancellation=True,
+        shutdown_timeout=protocol.SHUTDOWN_GRACE_S,
+        access_log=None,
+    )
+    await runner.setup()
+    state = app[STATE]
+    _unlink(spec.socket_path)
+    try:
+        site = web.UnixSite(runner, spec.socket_path)
+        await site.start()
+        os.chmod(spec.socket_path, 0o600)
+        log.info(
+            "listening on %s (task %s, model %s)", spec.socket_path, spec.task, spec.model_path
+        )
+        state.start_loading()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _on_signal, state, sig)
+        watcher = asyncio.create_task(_watch_parent(state, parent), name="parent-watch")
+        code = await state.exit_code
+        watcher.cancel()
+        log.info(
+            "shutting down (%s); %d request(s) in flight",
+            protocol.describe_exit(code),
+            state.in_flight,
+        )
+    finally:
+        await runner.cleanup()
+        _unlink(spec.socket_path)
+    return code
+
+
+def _on_signal(state: EngineState, sig: signal.Signals) -> None:
+    log.info("received %s", sig.name)
+    state.request_exit(protocol.EXIT_OK)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engines", description=__doc__)
+    parser.add_argument(protocol.SPEC_ARG, required=True, help="EngineSpec as JSON")
+    args = parser.parse_args(argv)
+    try:
+        spec = EngineSpec.from_json(args.spec)
+    except (ValueError, KeyError, TypeError) as exc:
+        _setup_logging("engine")
+        log.error("bad engine spec: %s", exc)
+        return protocol.EXIT_BAD_SPEC
+    _setup_logging(spec.name)
+    log.info("engine starting: %s", spec.to_json())
+    return asyncio.run(serve(spec))
+
+
+if __name__ == "__main__":
+    status = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The worker is a daemon thread that may be inside torch (a load cannot be
+    # cancelled); skip interpreter teardown rather than race it.
+    os._exit(status)

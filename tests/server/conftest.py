@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from server.app import create_app
+from server.config import load_config
+from server.supervisor import Supervisor
+from tests.helpers import write_config
+
+
+@pytest.fixture
+def make_client(aiohttp_client, tmp_path):
+    """An in-process berth app (real store, real supervisor) from a test config."""
+
+    async def make(deployments=None, **kw):
+        path = write_config(tmp_path / "config.toml", state_dir=tmp_path / "state",
+                            models_dir=tmp_path / "models", deployments=deployments, **kw)
+        return await aiohttp_client(create_app(load_config(path)))
+
+    return make
+
+
+async def wait_for(predicate: Callable[[], bool], seconds: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+def supervisor_of(client) -> Supervisor:
+    from server import keys
+    return client.app[keys.SUPERVISOR]
