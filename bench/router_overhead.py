@@ -78,33 +78,41 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[q - 1] * 1000 if len(values) > 1 else 0.0
 
 
-async def measure(port: int, sock: Path, n: int, clients: int) -> None:
-    routed_url = f"http://127.0.0.1:{port}/v1/completions"
-    direct_url = "http://engine/v1/completions"
+async def measure(port: int, bare_port: int, sock: Path, n: int, clients: int) -> None:
     tcp = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients))
     uds = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock), limit=clients))
+    paths = {
+        "direct": (uds, "http://engine/v1/completions"),
+        "router": (tcp, f"http://127.0.0.1:{port}/v1/completions"),
+        "bare": (tcp, f"http://127.0.0.1:{bare_port}/v1/completions"),
+    }
     async with tcp, uds:
-        for s, u in ((tcp, routed_url), (uds, direct_url)):  # warm up both paths
+        for s, u in paths.values():  # warm up every path
             await sequential(s, u, 20)
-        lat = {"direct": [], "router": []}
-        # alternate small blocks so drift on a shared machine hits both sides alike
+        lat: dict[str, list[float]] = {name: [] for name in paths}
+        # alternate small blocks so drift on a shared machine hits every path alike
         for _ in range(max(1, n // 50)):
-            lat["direct"] += await sequential(uds, direct_url, 50)
-            lat["router"] += await sequential(tcp, routed_url, 50)
-        thr = {}
+            for name, (s, u) in paths.items():
+                lat[name] += await sequential(s, u, 50)
+        thr: dict[str, float] = {}
         for _ in range(2):
-            for name, s, u in (("direct", uds, direct_url), ("router", tcp, routed_url)):
+            for name, (s, u) in paths.items():
                 rps, _ = await concurrent(s, u, n, clients)
                 thr[name] = max(thr.get(name, 0.0), rps)
 
     print(f"\none-token completion, tiny demo model, {n} requests per cell\n")
     print(f"{'path':<8} {'p50 ms (1 client)':>18} {'p99 ms (1 client)':>18} "
           f"{f'req/s ({clients} clients)':>20}")
-    for name in ("direct", "router"):
+    for name in paths:
         print(f"{name:<8} {pct(lat[name], 50):>18.3f} {pct(lat[name], 99):>18.3f} "
               f"{thr[name]:>20.1f}")
+    print("(bare = a minimal aiohttp proxy, TCP in and Unix socket out, no validation: the\n"
+          " floor for any aiohttp proxy process on this machine)")
     added = pct(lat["router"], 50) - pct(lat["direct"], 50)
+    bare = pct(lat["bare"], 50) - pct(lat["direct"], 50)
     ratio = thr["router"] / thr["direct"]
+    print(f"\nbare proxy adds at p50: {bare:.3f} ms; berth's router minus bare: "
+          f"{added - bare:.3f} ms")
     print(f"\nadded at p50: {added:.3f} ms (target <= 0.3 ms: "
           f"{'met' if added <= 0.3 else 'NOT met'})")
     print(f"throughput router/direct: {ratio:.3f} (target >= 0.95: "
@@ -143,7 +151,15 @@ def main() -> int:
         if sock is None:
             print(f"server did not become ready; see {work / 'server.log'}", file=sys.stderr)
             return 1
-        asyncio.run(measure(port, sock, args.requests, args.concurrency))
+        bare_port = free_port()
+        bare = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_proxy.py"),
+                                 str(sock), str(bare_port)])
+        try:
+            time.sleep(1.5)
+            asyncio.run(measure(port, bare_port, sock, args.requests, args.concurrency))
+        finally:
+            bare.terminate()
+            bare.wait(10)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 
@@ -51,10 +52,20 @@ def _serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else config.server.port
     app = create_app(config)
     web.run_app(app, host=host, port=port, handler_cancellation=True, shutdown_timeout=10,
+                loop=_new_loop(),
                 access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
                 print=lambda *_: log.info("berth serving on http://%s:%d (state in %s)",
                                           host, port, config.server.state_dir))
     return 0
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where installed: a cheaper event loop for the router."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 if __name__ == "__main__":

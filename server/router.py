@@ -26,6 +26,7 @@ from server.supervisor import Deployment
 log = logging.getLogger(__name__)
 
 _HOP_HEADERS = {"content-type", "content-length", "x-request-id"}
+_SMALL_BODY = 1 << 20  # answers up to this size are read whole and sent in one write
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -110,8 +111,20 @@ async def _proxy(request: web.Request, dep: Deployment, route: str, raw: bytes,
         raise Unavailable(f"deployment {dep.name!r} is not answering (its engine is "
                           "restarting)", code="engine_unavailable",
                           headers={"Retry-After": "2"}) from None
-    resp = web.StreamResponse(status=upstream.status, headers={
-        k: v for k, v in upstream.headers.items() if k.lower() in _HOP_HEADERS})
+    headers = {k: v for k, v in upstream.headers.items() if k.lower() in _HOP_HEADERS}
+    length = upstream.content_length
+    if not stream and length is not None and length <= _SMALL_BODY:
+        # A small, complete JSON answer: one write (headers and body in one syscall).
+        try:
+            body = await upstream.read()
+        except aiohttp.ClientError:
+            upstream.close()
+            raise Unavailable(f"deployment {dep.name!r} engine stopped mid-answer",
+                              code="engine_died", headers={"Retry-After": "2"}) from None
+        upstream.release()
+        headers.pop("Content-Length", None)
+        return web.Response(body=body, status=upstream.status, headers=headers)
+    resp = web.StreamResponse(status=upstream.status, headers=headers)
     if stream:
         resp.headers["Cache-Control"] = "no-cache"
     clean = False
