@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -26,6 +27,7 @@ from engines.protocol import EngineSpec
 log = logging.getLogger("engines")
 
 PARENT_POLL_S = 1.0
+PR_SET_PDEATHSIG = 1
 
 
 def _setup_logging(name: str) -> None:
@@ -40,9 +42,21 @@ def _setup_logging(name: str) -> None:
     logging.captureWarnings(True)
 
 
-def _unlink(path: str) -> None:
+def _unlink(path: str, inode: int | None = None) -> None:
+    """Remove the socket file; with `inode`, only if it is still ours (a new engine of
+    the same deployment may already have bound the same path)."""
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+        if inode is None or os.stat(path).st_ino == inode:
+            os.unlink(path)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel for SIGTERM when the parent (the server) dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def _watch_parent(state: EngineState, parent: int) -> None:
@@ -68,9 +82,11 @@ async def serve(spec: EngineSpec) -> int:
     await runner.setup()
     state = app[STATE]
     _unlink(spec.socket_path)
+    inode: int | None = None
     try:
         site = web.UnixSite(runner, spec.socket_path)
         await site.start()
+        inode = os.stat(spec.socket_path).st_ino
         os.chmod(spec.socket_path, 0o600)
         log.info(
             "listening on %s (task %s, model %s)", spec.socket_path, spec.task, spec.model_path
@@ -78,7 +94,8 @@ async def serve(spec: EngineSpec) -> int:
         state.start_loading()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, _on_signal, state, sig)
+            loop.add_signal_handler(sig, _on_signal, state, sig, parent)
+        _die_with_parent(parent)
         watcher = asyncio.create_task(_watch_parent(state, parent), name="parent-watch")
         code = await state.exit_code
         watcher.cancel()
@@ -89,11 +106,16 @@ async def serve(spec: EngineSpec) -> int:
         )
     finally:
         await runner.cleanup()
-        _unlink(spec.socket_path)
+        if inode is not None:
+            _unlink(spec.socket_path, inode)
     return code
 
 
-def _on_signal(state: EngineState, sig: signal.Signals) -> None:
+def _on_signal(state: EngineState, sig: signal.Signals, parent: int) -> None:
+    if os.getppid() != parent:
+        log.error("parent process %d went away (%s); exiting", parent, sig.name)
+        state.request_exit(protocol.EXIT_PARENT_GONE)
+        return
     log.info("received %s", sig.name)
     state.request_exit(protocol.EXIT_OK)
 

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from server import keys
-from server.errors import BadRequest, NotFound
+from engines.protocol import describe_validation_error
+from server import catalog, keys
+from server.config import NAME_PATTERN, valid_name
+from server.errors import BadRequest, Conflict, NotFound
+from server.store import NameTaken
 from server.supervisor import Deployment
+
+NAME_RULE = ("lowercase letters, digits and '-', 1-63 characters, starting and ending with a "
+             f"letter or digit (pattern {NAME_PATTERN})")
+
+
+class CreateDeployment(BaseModel):
+    """The body of POST /api/deployments."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(strict=True, description=f"endpoint name: {NAME_RULE}")
+    model: str = Field(strict=True, min_length=1, description="model id or alias")
+    hardware: str = Field(strict=True, description="hardware tier")
+    owner: str = Field("admin", strict=True, min_length=1, max_length=200)
 
 
 def iso(ts: float | None) -> str | None:
@@ -43,8 +61,82 @@ def _get(request: web.Request) -> Deployment:
     name = request.match_info["name"]
     dep = request.app[keys.SUPERVISOR].get(name)
     if dep is None:
-        raise NotFound(f"deployment {name!r} does not exist", code="deployment_not_found")
+        raise _not_found(name)
     return dep
+
+
+def _not_found(name: str) -> NotFound:
+    return NotFound(f"deployment {name!r} does not exist", code="deployment_not_found")
+
+
+async def _json_body(request: web.Request, model: type[BaseModel]) -> Any:
+    try:
+        data = await request.json()
+    except ValueError as e:
+        raise BadRequest(f"request body is not valid JSON: {e}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"request body must be a JSON object, not {type(data).__name__}",
+                         code="invalid_body")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        message, param = describe_validation_error(e)
+        raise BadRequest(message, code="invalid_value", param=param) from None
+
+
+async def create_deployment(request: web.Request) -> web.Response:
+    body: CreateDeployment = await _json_body(request, CreateDeployment)
+    if not valid_name(body.name):
+        raise BadRequest(f"{body.name!r} is not a valid endpoint name: {NAME_RULE}",
+                         code="invalid_name", param="name")
+    sup = request.app[keys.SUPERVISOR]
+    if sup.get(body.name) is not None:
+        raise _taken(body.name)
+    resolved = catalog.check_deployable(body.model, body.hardware, request.app[keys.CONFIG])
+    try:
+        dep = await sup.create(name=body.name, model=resolved.model_id, hardware=body.hardware,
+                               owner=body.owner, task=resolved.task)
+    except NameTaken:
+        raise _taken(body.name) from None
+    return web.json_response(deployment_json(dep), status=201)
+
+
+def _taken(name: str) -> Conflict:
+    return Conflict(f"deployment {name!r} already exists", code="name_taken", param="name")
+
+
+async def delete_deployment(request: web.Request) -> web.Response:
+    dep = _get(request)
+    sup = request.app[keys.SUPERVISOR]
+    await _act(dep, sup.delete(dep, request.app[keys.CONFIG].supervisor.drain_timeout_s))
+    return web.json_response({**deployment_json(dep), "status": "deleted"})
+
+
+async def stop_deployment(request: web.Request) -> web.Response:
+    dep = _get(request)
+    await _act(dep, request.app[keys.SUPERVISOR].stop(dep))
+    return web.json_response(deployment_json(dep))
+
+
+async def start_deployment(request: web.Request) -> web.Response:
+    dep = _get(request)
+    await _act(dep, request.app[keys.SUPERVISOR].start_deployment(dep))
+    return web.json_response(deployment_json(dep))
+
+
+async def restart_deployment(request: web.Request) -> web.Response:
+    dep = _get(request)
+    await _act(dep, request.app[keys.SUPERVISOR].restart(dep))
+    return web.json_response(deployment_json(dep))
+
+
+async def _act(dep: Deployment, action: Any) -> None:
+    """Run a lifecycle action; shielded, so a client that hangs up cannot leave it half
+    done. A deployment deleted meanwhile is a 404."""
+    try:
+        await asyncio.shield(action)
+    except LookupError:
+        raise _not_found(dep.name) from None
 
 
 async def list_deployments(request: web.Request) -> web.Response:
@@ -66,9 +158,16 @@ async def deployment_events(request: web.Request) -> web.Response:
 
 
 async def deployment_logs(request: web.Request) -> web.Response:
+    """The engine's log: the last `tail` lines, or with `offset` the lines written after
+    that byte offset (for following); `offset` in the answer is where to go on from."""
     dep = _get(request)
     tail = _int_query(request, "tail", 200, 1, 100_000)
-    return web.json_response({"name": dep.name, "lines": _tail(dep.log_path, tail)})
+    if "offset" in request.query:
+        offset = _int_query(request, "offset", 0, 0, 2**62)
+        lines, end = _since(dep.log_path, offset)
+    else:
+        lines, end = _tail(dep.log_path, tail)
+    return web.json_response({"name": dep.name, "lines": lines, "offset": end})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -90,12 +189,12 @@ def _int_query(request: web.Request, key: str, default: int, lo: int, hi: int) -
     return value
 
 
-def _tail(path: os.PathLike[str], lines: int) -> list[str]:
-    """The last `lines` lines of a file, reading backwards from its end."""
+def _tail(path: os.PathLike[str], lines: int) -> tuple[list[str], int]:
+    """The last `lines` lines of a file, reading backwards from its end; and its size."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
-            end = f.tell()
+            size = end = f.tell()
             block, data = 8192, b""
             while end > 0 and data.count(b"\n") <= lines:
                 step = min(block, end)
@@ -103,5 +202,29 @@ def _tail(path: os.PathLike[str], lines: int) -> list[str]:
                 f.seek(end)
                 data = f.read(step) + data
     except FileNotFoundError:
-        return []
-    return data.decode("utf-8", "replace").splitlines()[-lines:]
+        return [], 0
+    return data.decode("utf-8", "replace").splitlines()[-lines:], size
+
+
+MAX_FOLLOW_BYTES = 1 << 20
+
+
+def _since(path: os.PathLike[str], offset: int) -> tuple[list[str], int]:
+    """Complete lines written after `offset` (from 0 if the file is now shorter)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if offset > size:  # truncated or replaced: start over
+                offset = 0
+            f.seek(offset)
+            data = f.read(MAX_FOLLOW_BYTES)
+    except FileNotFoundError:
+        return [], 0
+    complete = data[:data.rfind(b"\n") + 1]  # a half-written last line waits
+    return complete.decode("utf-8", "replace").splitlines(), offset + len(complete)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    # reads safetensors headers and walks models_dir: off the event loop
+    data = await asyncio.to_thread(catalog.catalog_json, request.app[keys.CONFIG])
+    return web.json_response({"data": data})

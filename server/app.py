@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from server import admin, keys, router
+from server import keys, routes
 from server.config import Config
 from server.errors import error_middleware
 from server.store import Store
@@ -22,26 +22,8 @@ def create_app(config: Config) -> web.Application:
     app[keys.CONFIG] = config
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_supervisor)
-    _routes(app)
+    routes.register(app)
     return app
-
-
-def _routes(app: web.Application) -> None:
-    """Every route of the server, in one list."""
-    app.add_routes([
-        web.get("/healthz", admin.healthz),
-        # inference (OpenAI-compatible); `model` is the endpoint name
-        web.get("/v1/models", router.list_models),
-        web.post("/v1/{route:(chat/completions|completions|embeddings)}", router.inference),
-        web.get("/endpoints/{name}/v1/models", router.list_models),
-        web.post("/endpoints/{name}/v1/{route:(chat/completions|completions|embeddings)}",
-                 router.inference),
-        # admin
-        web.get("/api/deployments", admin.list_deployments),
-        web.get("/api/deployments/{name}", admin.get_deployment),
-        web.get("/api/deployments/{name}/events", admin.deployment_events),
-        web.get("/api/deployments/{name}/logs", admin.deployment_logs),
-    ])
 
 
 async def _store(app: web.Application) -> AsyncIterator[None]:

@@ -73,6 +73,7 @@ class SupervisorConfig:
     crash_window_s: float = 600.0
     stable_after_s: float = 120.0
     stop_timeout_s: float = 10.0
+    drain_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,12 @@ class Conflict(ApiError):
     type = "conflict_error"
 
 
+class Unprocessable(ApiError):
+    """Valid JSON, impossible request."""
+
+    status = 422
+
+
 class Unavailable(ApiError):
     status = 503
     type = "service_unavailable_error"

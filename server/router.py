@@ -71,9 +71,17 @@ async def inference(request: web.Request) -> web.StreamResponse:
     if dep is None:
         raise _unknown(name)
     _check_serves(dep, route)
+    if dep.deleting:
+        raise Unavailable(f"deployment {dep.name!r} is being deleted",
+                          code="deployment_deleting")
     if not dep.ready:
         raise _not_ready(dep)
-    return await _proxy(request, dep, route, raw, stream=bool(getattr(body, "stream", False)))
+    dep.enter()
+    try:
+        return await _proxy(request, dep, route, raw,
+                            stream=bool(getattr(body, "stream", False)))
+    finally:
+        dep.leave()
 
 
 def _unknown(name: str) -> NotFound:

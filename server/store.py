@@ -6,10 +6,13 @@ arrives, is integer sub-units.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,10 @@ MIGRATIONS: Sequence[str] = (
 )
 
 
+class NameTaken(Exception):
+    """A live deployment already has this name."""
+
+
 @dataclass(frozen=True)
 class DeploymentRow:
     id: int
@@ -88,6 +95,19 @@ class Store:
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        # One connection is shared by every coroutine: each write transaction holds this
+        # lock, so one coroutine's rollback can never undo another's statements.
+        self._write_lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write_lock:
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.rollback()
+                raise
+            await self._db.commit()
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -143,22 +163,51 @@ class Store:
     async def upsert_config_deployment(self, *, name: str, model: str, hardware: str,
                                        owner: str, task: str | None,
                                        status: str) -> DeploymentRow:
-        """Record a deployment from config.toml; the config wins over what is stored."""
+        """Record a deployment from config.toml; the config wins over what is stored,
+        except `desired`: a deployment a person stopped stays stopped."""
         now = time.time()
-        existing = await self.get_deployment(name)
-        if existing is None:
-            await self._db.execute(
-                "INSERT INTO deployments (name, model, hardware, owner, task, source, status,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'config', ?, ?, ?)",
-                (name, model, hardware, owner, task, status, now, now))
-        else:
-            await self._db.execute(
+        async with self._transaction() as db:
+            cur = await db.execute(
                 "UPDATE deployments SET model=?, hardware=?, owner=?, task=?, updated_at=?"
-                " WHERE id=?", (model, hardware, owner, task, now, existing.id))
-        await self._db.commit()
+                " WHERE name=? AND deleted_at IS NULL", (model, hardware, owner, task, now, name))
+            if cur.rowcount == 0:
+                await db.execute(
+                    "INSERT INTO deployments (name, model, hardware, owner, task, source,"
+                    " status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'config', ?, ?, ?)",
+                    (name, model, hardware, owner, task, status, now, now))
         row = await self.get_deployment(name)
         assert row is not None
         return row
+
+    async def create_deployment(self, *, name: str, model: str, hardware: str, owner: str,
+                                task: str | None, status: str) -> DeploymentRow:
+        """A new deployment from the API; NameTaken if a live one has the name."""
+        now = time.time()
+        try:
+            async with self._transaction() as db:
+                await db.execute(
+                    "INSERT INTO deployments (name, model, hardware, owner, task, source,"
+                    " status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'api', ?, ?, ?)",
+                    (name, model, hardware, owner, task, status, now, now))
+        except sqlite3.IntegrityError:
+            raise NameTaken(name) from None
+        row = await self.get_deployment(name)
+        assert row is not None
+        return row
+
+    async def set_desired(self, deployment_id: int, desired: str) -> None:
+        """What a person asked for (`running` or `stopped`); restored after a restart."""
+        async with self._transaction() as db:
+            await db.execute("UPDATE deployments SET desired=?, updated_at=? WHERE id=?",
+                             (desired, time.time(), deployment_id))
+
+    async def mark_deleted(self, deployment_id: int) -> None:
+        """Deleted deployments keep their rows and events (history, billing)."""
+        now = time.time()
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE deployments SET deleted_at=?, updated_at=?, desired='stopped', pid=NULL"
+                " WHERE id=?", (now, now, deployment_id))
 
     async def get_deployment(self, name: str) -> DeploymentRow | None:
         async with self._db.execute(
@@ -175,14 +224,14 @@ class Store:
                                 pid: int | None, restarts: int,
                                 ready_at: float | None, at: float) -> None:
         """A state change: the deployment row and its event row, in one transaction."""
-        await self._db.execute(
-            "UPDATE deployments SET status=?, reason=?, pid=?, restarts=?, ready_at=?,"
-            " updated_at=? WHERE id=?",
-            (status, reason, pid, restarts, ready_at, at, deployment_id))
-        await self._db.execute(
-            "INSERT INTO events (deployment_id, at, status, reason, pid) VALUES (?, ?, ?, ?, ?)",
-            (deployment_id, at, status, reason, pid))
-        await self._db.commit()
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE deployments SET status=?, reason=?, pid=?, restarts=?, ready_at=?,"
+                " updated_at=? WHERE id=?",
+                (status, reason, pid, restarts, ready_at, at, deployment_id))
+            await db.execute(
+                "INSERT INTO events (deployment_id, at, status, reason, pid)"
+                " VALUES (?, ?, ?, ?, ?)", (deployment_id, at, status, reason, pid))
 
     async def events(self, deployment_id: int, limit: int = 100) -> list[EventRow]:
         async with self._db.execute(

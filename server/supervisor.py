@@ -17,6 +17,7 @@ import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,12 @@ from engines.protocol import (
     Task,
     describe_exit,
 )
-from server.config import Config, DeploymentConfig, Tier
+from server import catalog
+from server.config import Config, Tier
 from server.launcher import EngineProcess, LocalLauncher
 from server.slices import NoneDriver, Slice
 from server.states import State
-from server.store import Store
+from server.store import DeploymentRow, NameTaken, Store
 from server.weights import WeightsNotFound, find_weights, infer_task
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class Deployment:
     ready_at: float | None = None
     retry_at: float | None = None
     model_path: Path | None = None
+    trust_remote_code: bool = False
     desired_running: bool = True
     slice: Slice | None = None
     process: EngineProcess | None = None
@@ -72,6 +75,22 @@ class Deployment:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     stop_reason: str = "stopped"
     run_task: asyncio.Task[None] | None = None
+    in_flight: int = 0  # requests the router is proxying to this engine now
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while in_flight == 0
+    deleting: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one lifecycle action at a time
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()
 
     @property
     def ready(self) -> bool:
@@ -86,6 +105,7 @@ class Supervisor:
         self.launcher = launcher or LocalLauncher()
         self.slices = slices or NoneDriver()
         self._deployments: dict[str, Deployment] = {}
+        self._registry_lock = asyncio.Lock()
         state_dir = config.server.state_dir
         self.socket_dir = state_dir / "run"
         self.log_dir = state_dir / "logs"
@@ -101,28 +121,116 @@ class Supervisor:
     # --- lifecycle of the supervisor ------------------------------------------------------
 
     async def start(self) -> None:
+        """Record the config's deployments, then bring back every live one (always-on)."""
         self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for stale in self.socket_dir.glob("*.sock"):
             stale.unlink(missing_ok=True)
-        for dep_cfg in self.config.deployments:
-            await self.add_from_config(dep_cfg)
+        for cfg in self.config.deployments:
+            await self.store.upsert_config_deployment(
+                name=cfg.name, model=cfg.model, hardware=cfg.hardware, owner=cfg.owner,
+                task=cfg.task, status=State.PENDING)
+        dtypes = {cfg.name: cfg.dtype for cfg in self.config.deployments}
+        for row in await self.store.list_deployments():
+            dep = self._handle(row, dtypes.get(row.name, "auto"))
+            self._deployments[dep.name] = dep
+            if row.desired == "stopped":
+                dep.desired_running = False
+                await self._transition(dep, State.STOPPED, "stopped by a person; stays stopped")
+            elif row.hardware not in self.config.tiers:
+                await self._transition(dep, State.FAILED,
+                                       f"hardware tier {row.hardware!r} is not in the config")
+            else:
+                await self._transition(dep, State.PENDING, "server start")
+                self._launch(dep)
 
-    async def add_from_config(self, cfg: DeploymentConfig) -> Deployment:
-        row = await self.store.upsert_config_deployment(
-            name=cfg.name, model=cfg.model, hardware=cfg.hardware, owner=cfg.owner,
-            task=cfg.task, status=State.PENDING)
-        dep = Deployment(
-            id=row.id, name=cfg.name, model=cfg.model, tier=self.config.tiers[cfg.hardware],
-            owner=cfg.owner, task=Task(cfg.task) if cfg.task else None, dtype=cfg.dtype,
+    def _handle(self, row: DeploymentRow, dtype: str = "auto") -> Deployment:
+        tier = self.config.tiers.get(row.hardware) or Tier(row.hardware, 1, 0, 0, Decimal(0))
+        return Deployment(
+            id=row.id, name=row.name, model=row.model, tier=tier, owner=row.owner,
+            task=Task(row.task) if row.task else None, dtype=dtype,
             created_at=row.created_at, restarts=row.restarts,
             # by id, not name: a Unix socket path must stay under 108 bytes
             socket_path=self.socket_dir / f"{row.id}.sock",
-            log_path=self.log_dir / f"{cfg.name}.log")
-        self._deployments[dep.name] = dep
-        await self._transition(dep, State.PENDING, "server start")
+            log_path=self.log_dir / f"{row.name}.log")
+
+    def _launch(self, dep: Deployment) -> None:
+        dep.desired_running = True
+        dep.wake.clear()
         dep.run_task = asyncio.create_task(self._run(dep), name=f"supervise:{dep.name}")
+
+    # --- lifecycle actions (admin API) -------------------------------------------------
+
+    async def create(self, *, name: str, model: str, hardware: str, owner: str,
+                     task: Task | None) -> Deployment:
+        """A new deployment; its engine starts in the background. NameTaken if taken."""
+        async with self._registry_lock:
+            if name in self._deployments:
+                raise NameTaken(name)
+            row = await self.store.create_deployment(
+                name=name, model=model, hardware=hardware, owner=owner,
+                task=str(task) if task else None, status=State.PENDING)
+            dep = self._handle(row)
+            self._deployments[name] = dep
+        await self._transition(dep, State.PENDING, "created")
+        self._launch(dep)
         return dep
+
+    async def stop(self, dep: Deployment, reason: str = "stopped by a person") -> None:
+        """Stop the engine and keep it stopped, across server restarts too."""
+        async with dep.lock:
+            self._check_live(dep)
+            await self.store.set_desired(dep.id, "stopped")
+            await self._halt(dep, reason)
+
+    async def start_deployment(self, dep: Deployment) -> None:
+        """Start a stopped or failed deployment (a no-op when it runs already)."""
+        async with dep.lock:
+            self._check_live(dep)
+            await self._resume(dep, "started by a person")
+
+    async def restart(self, dep: Deployment) -> None:
+        async with dep.lock:
+            self._check_live(dep)
+            await self._halt(dep, "restart requested")
+            await self._resume(dep, "restarted by a person")
+
+    async def delete(self, dep: Deployment, drain_timeout_s: float) -> None:
+        """Refuse new requests, let in-flight ones finish (up to the timeout), stop the
+        engine, and forget the deployment. Its rows and events stay in the store."""
+        async with dep.lock:
+            self._check_live(dep)
+            dep.deleting = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(dep.idle.wait(), drain_timeout_s)
+            if dep.in_flight:
+                log.warning("deleting %s with %d request(s) still in flight", dep.name,
+                            dep.in_flight)
+            await self._halt(dep, "deleted")
+            await self.store.mark_deleted(dep.id)
+            async with self._registry_lock:
+                self._deployments.pop(dep.name, None)
+
+    def _check_live(self, dep: Deployment) -> None:
+        if self._deployments.get(dep.name) is not dep:
+            raise LookupError(dep.name)
+
+    async def _halt(self, dep: Deployment, reason: str) -> None:
+        self.request_stop(dep, reason)
+        if dep.run_task is not None:
+            await asyncio.shield(dep.run_task)
+            dep.run_task = None
+        if dep.state is not State.STOPPED:  # it was failed, or never started
+            await self._transition(dep, State.STOPPED, reason)
+
+    async def _resume(self, dep: Deployment, reason: str) -> None:
+        await self.store.set_desired(dep.id, "running")
+        if dep.run_task is not None and not dep.run_task.done():
+            return
+        dep.crashes.clear()
+        dep.retry_at = None
+        await self._transition(dep, State.PENDING, reason)
+        self._launch(dep)
 
     async def close(self) -> None:
         """Stop every engine (SIGTERM, then SIGKILL after the stop timeout) and wait."""
@@ -159,12 +267,20 @@ class Supervisor:
 
     async def _prepare(self, dep: Deployment) -> bool:
         """Checks that need no process; a failure here is permanent (`failed`)."""
-        try:
-            folder = find_weights(dep.model, self.config.server.models_dir)
-        except WeightsNotFound as e:
-            await self._transition(dep, State.FAILED, f"weights not found: {e}")
+        models_dir = self.config.server.models_dir
+        entry = catalog.resolve(dep.model)
+        if entry is not None and not entry.available:
+            await self._transition(dep, State.FAILED, entry.unavailable_reason)
             return False
-        task = dep.task or infer_task(folder)
+        folder = catalog.find_entry_weights(entry, models_dir) if entry else None
+        if folder is None:
+            try:
+                folder = find_weights(dep.model, models_dir)
+            except WeightsNotFound as e:
+                await self._transition(dep, State.FAILED,
+                                       f"weights not found: {e}; `berth pull {dep.model}`")
+                return False
+        task = dep.task or (entry.engine_task if entry else None) or infer_task(folder)
         if task is None:
             await self._transition(dep, State.FAILED,
                                    f"cannot tell which task {dep.model!r} serves; "
@@ -172,6 +288,7 @@ class Supervisor:
             return False
         dep.task = task
         dep.model_path = folder
+        dep.trust_remote_code = bool(entry and entry.trust_remote_code)
         return True
 
     async def _attempt(self, dep: Deployment) -> str:
@@ -181,7 +298,8 @@ class Supervisor:
         spec = EngineSpec(
             name=dep.name, task=dep.task, model=dep.model,
             model_path=str(dep.model_path),
-            socket_path=str(dep.socket_path), dtype=dep.dtype, threads=dep.tier.cpus)
+            socket_path=str(dep.socket_path), dtype=dep.dtype, threads=dep.tier.cpus,
+            trust_remote_code=dep.trust_remote_code)
         dep.socket_path.unlink(missing_ok=True)
         await self._transition(dep, State.STARTING,
                                "restart" if dep.restarts else "spawn")

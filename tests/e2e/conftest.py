@@ -57,6 +57,9 @@ class BerthServer:
         self.engine_pids: set[int] = set()
 
     def start(self) -> BerthServer:
+        """Start (or, after stop(), start again on the same state dir and port)."""
+        if self.http.is_closed:
+            self.http = httpx.Client(base_url=self.url, timeout=60)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "server.cli", "serve", "--config", str(self.config)],

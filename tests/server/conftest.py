@@ -15,9 +15,10 @@ from tests.helpers import write_config
 def make_client(aiohttp_client, tmp_path):
     """An in-process berth app (real store, real supervisor) from a test config."""
 
-    async def make(deployments=None, **kw):
+    async def make(deployments=None, models_dir=None, **kw):
         path = write_config(tmp_path / "config.toml", state_dir=tmp_path / "state",
-                            models_dir=tmp_path / "models", deployments=deployments, **kw)
+                            models_dir=models_dir or tmp_path / "models",
+                            deployments=deployments, **kw)
         return await aiohttp_client(create_app(load_config(path)))
 
     return make

@@ -1,0 +1,71 @@
+"""Every route of the server, in one table: app.py registers it, openapi.py documents it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from engines.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from server import admin, openapi, router
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_INFERENCE = "{route:(chat/completions|completions|embeddings)}"
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    body: type[BaseModel] | None = None
+    # for a path with a {route:...} pattern: the concrete paths and their bodies
+    expands: tuple[tuple[str, type[BaseModel]], ...] = ()
+
+
+_EXPANDS = (("chat/completions", ChatCompletionRequest), ("completions", CompletionRequest),
+            ("embeddings", EmbeddingRequest))
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/healthz", admin.healthz, "Server liveness and every deployment's state",
+          "server"),
+    Route("GET", "/openapi.json", openapi.handler, "This API description", "server"),
+    # inference (OpenAI-compatible); `model` is the endpoint name
+    Route("GET", "/v1/models", router.list_models, "The endpoints", "inference"),
+    Route("POST", f"/v1/{_INFERENCE}", router.inference, "OpenAI-compatible inference",
+          "inference", expands=_EXPANDS),
+    Route("GET", "/endpoints/{name}/v1/models", router.list_models, "One endpoint",
+          "inference"),
+    Route("POST", f"/endpoints/{{name}}/v1/{_INFERENCE}", router.inference,
+          "Inference on one endpoint (`model` may be left out)", "inference",
+          expands=_EXPANDS),
+    # admin
+    Route("GET", "/api/models", admin.list_models, "The model catalog, with tier fit and "
+          "local presence", "admin"),
+    Route("GET", "/api/deployments", admin.list_deployments, "Every deployment", "admin"),
+    Route("POST", "/api/deployments", admin.create_deployment, "Create a deployment; its "
+          "engine starts in the background", "admin", body=admin.CreateDeployment),
+    Route("GET", "/api/deployments/{name}", admin.get_deployment, "One deployment", "admin"),
+    Route("DELETE", "/api/deployments/{name}", admin.delete_deployment, "Drain, stop and "
+          "delete a deployment (its history is kept)", "admin"),
+    Route("POST", "/api/deployments/{name}/stop", admin.stop_deployment, "Stop; it stays "
+          "stopped across server restarts", "admin"),
+    Route("POST", "/api/deployments/{name}/start", admin.start_deployment, "Start a stopped "
+          "or failed deployment", "admin"),
+    Route("POST", "/api/deployments/{name}/restart", admin.restart_deployment, "Restart the "
+          "engine", "admin"),
+    Route("GET", "/api/deployments/{name}/events", admin.deployment_events, "State changes "
+          "with times and reasons (?limit=)", "admin"),
+    Route("GET", "/api/deployments/{name}/logs", admin.deployment_logs, "The engine's log "
+          "(?tail=N, or ?offset=B to follow)", "admin"),
+)
+
+
+def register(app: web.Application) -> None:
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
