@@ -54,6 +54,12 @@ def deployment_json(dep: Deployment) -> dict[str, Any]:
         "retry_at": iso(dep.retry_at),
         "endpoint": f"/endpoints/{dep.name}/v1",
         "slice": dep.slice.info.as_json() if dep.slice else None,
+        "usage": {
+            "cpu_percent": round(dep.usage.cpu_percent, 1) if dep.usage else None,
+            "memory_bytes": dep.usage.memory_bytes if dep.usage else None,
+            "memory_limit_bytes": dep.tier.memory_bytes,
+            "source": "process",
+        },
     }
 
 

@@ -37,6 +37,7 @@ from server.launcher import EngineProcess, LocalLauncher
 from server.slices import NoneDriver, Slice
 from server.states import State
 from server.store import DeploymentRow, NameTaken, Store
+from server.usage import UsageMeter
 from server.weights import WeightsNotFound, find_weights, infer_task
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Deployment:
     retry_at: float | None = None
     model_path: Path | None = None
     trust_remote_code: bool = False
+    usage: UsageMeter | None = None
     desired_running: bool = True
     slice: Slice | None = None
     process: EngineProcess | None = None
@@ -311,6 +313,7 @@ class Supervisor:
             self._release(dep)
             return f"spawn failed: {e}"
         dep.process, dep.pid = proc, proc.pid
+        dep.usage = UsageMeter(proc.pid)
         dep.client = aiohttp.ClientSession(
             connector=aiohttp.UnixConnector(path=str(dep.socket_path),
                                             limit=self.config.server.engine_connections),
@@ -342,6 +345,8 @@ class Supervisor:
                 return self._exit_reason(dep, exited.result())
             if woke and not dep.desired_running:
                 return dep.stop_reason
+            if dep.usage is not None:
+                dep.usage.sample()
             health = await self._probe(dep)
             if health is None:
                 misses += 1 if (answered or dep.state is State.READY) else 0
@@ -412,6 +417,7 @@ class Supervisor:
 
     def _release(self, dep: Deployment) -> None:
         dep.process = None
+        dep.usage = None
         dep.pid = None
         dep.health = None
         dep.socket_path.unlink(missing_ok=True)

@@ -89,6 +89,10 @@ async def test_create_stop_start_restart_delete(api):
     sup = supervisor_of(api)
     await wait_for(lambda: sup.get("chat").state == "ready", 60)
     first_pid = sup.get("chat").pid
+    live = await (await api.get("/api/deployments/chat")).json()
+    assert live["usage"]["memory_bytes"] > 50 * 1024 * 1024  # torch + the model, resident
+    assert live["usage"]["cpu_percent"] >= 0
+    assert live["usage"]["memory_limit_bytes"] == 2 * 1024**3
 
     resp = await create(api, name="chat")
     assert resp.status == 409
