@@ -1,27 +1,94 @@
-"""The `berth` command."""
+"""The `berth` command: `serve` runs the server; the other commands talk to a running
+server over the admin API (server/client.py), except `pull`, which downloads weights
+on this machine (server/pull.py).
+
+Nothing heavy is imported at the top (no aiohttp, no huggingface_hub): `berth --help`
+and `berth ls` start fast. Every failure of a client command is one line on stderr,
+`berth: <message>`, and exit status 1; never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
+import os
 import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from server import cli_format as fmt
+from server.client import DEFAULT_URL, Client, ClientError
 
-from server.config import ConfigError, load_config
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger(__name__)
 
+POLL_S = 0.5  # how often `--wait` looks at a deployment
+LOG_POLL_S = 1.0  # how often `logs -f` asks for new lines
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except ClientError as e:
+        return _fail(e.message)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `berth ls | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as e:  # the promise: never a traceback
+        if os.environ.get("BERTH_DEBUG"):
+            raise
+        return _fail(f"unexpected error: {type(e).__name__}: {e} (BERTH_DEBUG=1 shows more)")
+
+
+# -- the parser ------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    # --url/--token work before or after the command: on the subparsers they default to
+    # SUPPRESS, so a value given before the command is not overwritten.
+    conn = argparse.ArgumentParser(add_help=False)
+    conn.add_argument("--url", default=argparse.SUPPRESS,
+                      help=f"berth server (default: $BERTH_URL, else {DEFAULT_URL})")
+    conn.add_argument("--token", default=argparse.SUPPRESS,
+                      help="admin token, sent as a Bearer token (default: $BERTH_TOKEN)")
+
     parser = argparse.ArgumentParser(
-        prog="berth", description="Dedicated, always-on model deployments on one machine.")
+        prog="berth", formatter_class=_FORMATTER,
+        description="Dedicated, always-on model deployments on one machine.",
+        epilog="environment:\n  BERTH_URL    the server the client commands talk to\n"
+               "  BERTH_TOKEN  the admin token they send\n\n"
+               "Run `berth COMMAND --help` for a command's options and an example.")
+    parser.add_argument("--url", default=None,
+                        help=f"berth server (default: $BERTH_URL, else {DEFAULT_URL})")
+    parser.add_argument("--token", default=None,
+                        help="admin token, sent as a Bearer token (default: $BERTH_TOKEN)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the server: router, supervisor, engines",
-                           description="Start berth: every deployment of the config "
-                           "starts in its own engine process; Ctrl-C stops them all.")
+    def command(name: str, run: Callable[[argparse.Namespace], int] | None, help: str,
+                example: str, client: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                           epilog="example:\n" + example, formatter_class=_FORMATTER,
+                           parents=[conn] if client else [])
+        p.set_defaults(run=run)
+        return p
+
+    serve = command("serve", None, "run the server: router, supervisor, engines",
+                    "  berth serve --config config.toml --port 8080", client=False)
+    serve.description = ("Start berth: every deployment of the config starts in its own "
+                         "engine process; Ctrl-C stops them all.")
     serve.add_argument("--config", default="config.toml",
                        help="path to config.toml (default: %(default)s)")
     serve.add_argument("--host", help="override [server] host")
@@ -30,14 +97,98 @@ def main(argv: list[str] | None = None) -> int:
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
 
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        return _serve(args)
-    parser.error(f"unknown command {args.command}")
-    return 2
+    p = command("deploy", _deploy, "create a deployment: an endpoint name, a model, a tier",
+                "  berth deploy chat2 --model berth-demo/tiny-random-llama-chat "
+                "--hardware micro --wait")
+    p.add_argument("name", help="endpoint name (a DNS label: a-z, 0-9, -)")
+    p.add_argument("--model", required=True, help="model id, e.g. facebook/opt-125m")
+    p.add_argument("--hardware", required=True, metavar="TIER",
+                   help="hardware tier, e.g. micro, small, a10")
+    p.add_argument("--owner", help="the user the deployment belongs to")
+    _wait_options(p, "follow its status until it is ready (exit 0) or failed (exit 1)")
+    _json_option(p)
 
+    p = command("ls", _ls, "list the deployments and their status", "  berth ls --json")
+    _json_option(p)
+
+    p = command("rm", _rm, "delete a deployment: stop its engine and free its name",
+                "  berth rm chat2 --yes")
+    p.add_argument("name", help="deployment (endpoint) name")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    _json_option(p)
+
+    for verb, text in (("stop", "stop a deployment's engine; it stays down until started"),
+                       ("start", "start a stopped (or failed) deployment again"),
+                       ("restart", "restart a deployment's engine")):
+        p = command(verb, _action, text, f"  berth {verb} chat2")
+        p.add_argument("name", help="deployment (endpoint) name")
+        if verb != "stop":
+            _wait_options(p, "follow its status until it is ready (exit 0) or failed (exit 1)")
+        _json_option(p)
+
+    p = command("logs", _logs, "print a deployment's engine log",
+                "  berth logs chat2 -n 50 -f")
+    p.add_argument("name", help="deployment (endpoint) name")
+    p.add_argument("-n", "--tail", type=_positive_int, default=200, metavar="N",
+                   help="how many of the last lines (default: %(default)s)")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="keep printing new lines until Ctrl-C")
+
+    p = command("events", _events, "list a deployment's state changes and their reasons",
+                "  berth events chat2 -n 20")
+    p.add_argument("name", help="deployment (endpoint) name")
+    p.add_argument("-n", "--limit", type=_positive_int, default=100, metavar="N",
+                   help="how many of the latest events (default: %(default)s)")
+    _json_option(p)
+
+    p = command("models", _models, "list the model catalog: size, tiers that fit, weights",
+                "  berth models")
+    _json_option(p)
+
+    p = command("pull", _pull, "download a model's weights from the Hugging Face Hub "
+                "(on this machine, not through the server)",
+                "  berth pull facebook/opt-125m --config config.toml\n"
+                "  HF_TOKEN=hf_... berth pull meta-llama/Meta-Llama-3-8B-Instruct "
+                "--models-dir /srv/models", client=False)
+    p.add_argument("model", help="model id (ORG/NAME) or a catalog alias")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--models-dir", type=Path, metavar="DIR",
+                       help="download into DIR/ORG/NAME")
+    where.add_argument("--config", type=Path, help="use [server] models_dir of this config "
+                       "(default: ./config.toml where it exists, else ./models)")
+    p.add_argument("--revision", help="branch, tag or commit (default: main)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                   help="give up on the hub after S seconds without an answer "
+                   "(default: %(default)s)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def _wait_options(p: argparse.ArgumentParser, text: str) -> None:
+    p.add_argument("--wait", action="store_true", help=text)
+    p.add_argument("--timeout", type=float, default=900.0, metavar="S",
+                   help="with --wait: give up after S seconds (default: %(default)s)")
+
+
+def _json_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the API's JSON answer")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
+# -- serve -------------------------------------------------------------------------------
 
 def _serve(args: argparse.Namespace) -> int:
+    from server.config import ConfigError, load_config
+
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -46,6 +197,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"berth: {e}", file=sys.stderr)
         return 2
     # Imported here so `berth --help` stays fast.
+    from aiohttp import web
+
     from server.app import create_app
 
     host = args.host or config.server.host
@@ -61,11 +214,205 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _new_loop() -> asyncio.AbstractEventLoop:
     """uvloop where installed: a cheaper event loop for the router."""
+    import asyncio
+
     try:
         import uvloop
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+# -- client commands ---------------------------------------------------------------------
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.url, args.token)
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    client = _client(args)
+    dep = client.create(args.name, args.model, args.hardware, args.owner)
+    if args.json and not args.wait:
+        fmt.print_json(dep)
+    elif not args.json:
+        fmt.print_deployment(dep, client.url)
+    return _follow(client, dep, args, previous=None) if args.wait else 0
+
+
+def _ls(args: argparse.Namespace) -> int:
+    deps = _client(args).deployments()
+    if args.json:
+        fmt.print_json({"data": deps})
+        return 0
+    if not deps:
+        print("no deployments (create one: berth deploy NAME --model ID --hardware TIER)")
+        return 0
+    now = datetime.now(UTC)
+    headers = ["NAME", "MODEL", "HARDWARE", "STATUS", "RESTARTS", "PID", "AGE"]
+    rows = [[d.get("name"), d.get("model"), d.get("hardware"), d.get("status"),
+             d.get("restarts"), d.get("pid"), fmt.age(d.get("created_at"), now)] for d in deps]
+    if any(d.get("status") != "ready" and d.get("reason") for d in deps):
+        headers.append("REASON")
+        for row, d in zip(rows, deps, strict=True):
+            row.append(d.get("reason") if d.get("status") != "ready" else None)
+    print(fmt.table(headers, rows))
+    return 0
+
+
+def _rm(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            return _fail(f"not deleting {args.name} without confirmation: pass --yes")
+        dep = client.deployment(args.name)  # also: a clean 404 before asking
+        try:
+            answer = input(f"delete deployment {dep['name']} ({dep.get('model')} on "
+                           f"{dep.get('hardware')}, {dep.get('status')})? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("not deleted", file=sys.stderr)
+            return 1
+    dep = client.delete(args.name)
+    if args.json:
+        fmt.print_json(dep)
+    else:
+        print(f"deleted {dep.get('name', args.name)}")
+    return 0
+
+
+def _action(args: argparse.Namespace) -> int:
+    client = _client(args)
+    wait = getattr(args, "wait", False)
+    # Before a restart the deployment may be ready already: wait for a *new* ready.
+    previous = client.deployment(args.name) if wait and args.command == "restart" else None
+    dep = client.action(args.name, args.command)
+    if wait:
+        return _follow(client, dep, args, previous=previous)
+    if args.json:
+        fmt.print_json(dep)
+    else:
+        print(fmt.status_line(dep))
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    client = _client(args)
+    got = client.logs(args.name, tail=args.tail)
+    fmt.print_lines(got.get("lines") or [])
+    if not args.follow:
+        return 0
+    offset = got.get("offset")
+    if not isinstance(offset, int):
+        return _fail("this berth server cannot follow logs (its answer has no offset)")
+    try:
+        while True:
+            time.sleep(LOG_POLL_S)
+            got = client.logs(args.name, offset=offset)
+            fmt.print_lines(got.get("lines") or [])
+            offset = got.get("offset", offset)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _events(args: argparse.Namespace) -> int:
+    events = _client(args).events(args.name, limit=args.limit)
+    if args.json:
+        fmt.print_json({"data": events})
+        return 0
+    rows = [[fmt.local_time(e.get("at")), e.get("status"), e.get("pid"), e.get("reason")]
+            for e in events]
+    print(fmt.table(["AT", "STATUS", "PID", "REASON"], rows) if rows else "no events")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    models = _client(args).models()
+    if args.json:
+        fmt.print_json({"data": models})
+        return 0
+    rows = [[m.get("id"), m.get("task"), fmt.count(m.get("parameters")),
+             fmt.bytes(m.get("memory_bytes")), m.get("smallest_tier"), fmt.yes(m.get("present")),
+             fmt.yes(m.get("available"))] for m in models]
+    print(fmt.table(["ID", "TASK", "PARAMS", "MEMORY", "SMALLEST-TIER", "PRESENT",
+                  "AVAILABLE"], rows))
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from server import pull
+    from server.config import ConfigError, load_config
+
+    models_dir = args.models_dir
+    if models_dir is None:
+        config_path = args.config or Path("config.toml")
+        if args.config is not None or config_path.is_file():
+            try:
+                models_dir = load_config(config_path).server.models_dir
+            except ConfigError as e:
+                print(f"berth: {e}", file=sys.stderr)
+                return 2
+        else:
+            models_dir = Path("models")
+    model_id, repo_id = pull.resolve(args.model)
+    try:
+        dest = pull.destination(models_dir, model_id)
+        source = f" from {repo_id}" if repo_id != model_id else ""
+        print(f"pulling {model_id}{source} into {dest}", flush=True)
+        done = pull.pull(model_id, models_dir, revision=args.revision, timeout=args.timeout,
+                         progress=not args.quiet)
+    except pull.PullError as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return _fail(f"pull of {model_id} interrupted; run it again to resume", 130)
+    print(f"pulled {done.model}: {done.files} files, {fmt.bytes(done.size_bytes)} in {done.path}")
+    return 0
+
+
+def _follow(client: Client, dep: dict[str, Any], args: argparse.Namespace,
+            previous: dict[str, Any] | None) -> int:
+    """Poll the deployment, printing each change, until ready (0) or failed (1).
+
+    `previous` (before a restart): its ready_at/pid are not the ready we wait for.
+    """
+    out = sys.stderr if args.json else sys.stdout
+    name = dep["name"]
+    old = (previous or {}).get("ready_at"), (previous or {}).get("pid")
+    deadline = time.monotonic() + args.timeout
+    seen: tuple[Any, ...] | None = None
+    try:
+        while True:
+            key = (dep.get("status"), dep.get("reason"), dep.get("pid"), dep.get("restarts"))
+            if key != seen:
+                seen = key
+                print(fmt.change_line(dep), file=out, flush=True)
+            status = dep.get("status")
+            fresh = previous is None or (dep.get("ready_at"), dep.get("pid")) != old
+            if status == "ready" and fresh:
+                if args.json:
+                    fmt.print_json(dep)
+                else:
+                    print(f"{name} is ready: {fmt.endpoint(dep, client.url)}")
+                return 0
+            if status in ("failed", "stopped", "deleted"):
+                if args.json:
+                    fmt.print_json(dep)
+                return _fail(f"{name} is {status}" + (f": {dep['reason']}"
+                                                      if dep.get("reason") else ""))
+            if time.monotonic() > deadline:
+                return _fail(f"{name} is not ready after {args.timeout:g} s (status "
+                             f"{status}); it keeps going: see `berth events {name}`")
+            time.sleep(POLL_S)
+            dep = client.deployment(name)
+    except KeyboardInterrupt:
+        return _fail(f"stopped waiting; {name} keeps going (see `berth ls`)", 130)
+
+
+# -- output ------------------------------------------------------------------------------
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"berth: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

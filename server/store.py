@@ -237,7 +237,7 @@ class Store:
         async with self._db.execute(
                 "SELECT * FROM events WHERE deployment_id=? ORDER BY id DESC LIMIT ?",
                 (deployment_id, limit)) as cur:
-            rows = await cur.fetchall()
+            rows = list(await cur.fetchall())
         return [EventRow(**dict(r)) for r in reversed(rows)]
 
 
