@@ -156,7 +156,7 @@ async def _parse_body(request: web.Request, route: str) -> BaseModel:
     raw = await request.read()
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurd nesting
         raise RequestError(400, f"the request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise RequestError(

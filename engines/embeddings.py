@@ -7,6 +7,7 @@ without normalisation. Always float32: embeddings are compared by small differen
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -119,7 +120,8 @@ class EmbeddingEngine:
                 param="dimensions",
             )
         started = time.monotonic()
-        inputs = self._token_ids(body.input)
+        # tokenizing runs off the event loop: the health route must keep answering
+        inputs = await asyncio.to_thread(self._token_ids, body.input)
         vectors = await self.worker.submit(self._embed, inputs)
         data = [
             {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}

@@ -17,7 +17,14 @@ import signal
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 # --- routes -------------------------------------------------------------------
 
@@ -183,10 +190,17 @@ def error_body(
 
 def describe_validation_error(exc: ValidationError) -> tuple[str, str | None]:
     """(message, param) for the first problem pydantic found in a request body."""
-    first = exc.errors(include_url=False)[0]
-    parts = [str(p) for p in first["loc"] if not _is_union_tag(p)]
+    errors = exc.errors(include_url=False)
+    # The deepest problem is the most specific: for a bad item of a list that may also
+    # be a string, "content.0: unknown part type" beats "content: not a string".
+    first = max(errors, key=lambda e: len([p for p in e["loc"] if not _is_union_tag(p)]))
+    parts: list[str] = []
+    for p in first["loc"]:
+        # skip union members; a discriminated part's tag repeats its field ("text.text")
+        if not _is_union_tag(p) and (not parts or parts[-1] != str(p)):
+            parts.append(str(p))
     param = ".".join(parts) or None
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")
     return (f"{param}: {msg}" if param else msg), param
 
 
@@ -200,6 +214,29 @@ def _is_union_tag(part: object) -> bool:
 StrictInt = Annotated[int, Field(strict=True)]
 StrictFloat = Annotated[float, Field(strict=True)]
 StrictStr = Annotated[str, Field(strict=True)]
+
+
+def _valid_unicode(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains an unpaired surrogate (not valid Unicode)") from None
+    return text
+
+
+# Text a tokenizer will read: JSON can smuggle in lone surrogates ("\ud800").
+Text = Annotated[str, Field(strict=True), AfterValidator(_valid_unicode)]
+
+
+def _unsupported(*harmless: Any) -> AfterValidator:
+    """A field berth's engines do not implement: refused unless it asks for nothing."""
+
+    def check(value: Any) -> Any:
+        if value not in harmless:
+            raise ValueError("is not supported by berth's engines")
+        return value
+
+    return AfterValidator(check)
 
 
 class _Body(BaseModel):
@@ -219,8 +256,14 @@ class _Sampling(_Body):
     n: Annotated[int, Field(strict=True, ge=1, le=8)] = 1
     stream: Annotated[bool, Field(strict=True)] = False
     stream_options: StreamOptions | None = None
-    stop: StrictStr | list[StrictStr] | None = None
-    seed: StrictInt | None = None
+    stop: Text | list[Text] | None = None
+    seed: Annotated[int | None, Field(strict=True, ge=-(2**63), le=2**63 - 1)] = None
+    # Known OpenAI fields that would silently change the answer's meaning if ignored.
+    logprobs: Annotated[Any, _unsupported(None, False, 0)] = None
+    top_logprobs: Annotated[Any, _unsupported(None, 0)] = None
+    logit_bias: Annotated[Any, _unsupported(None, {})] = None
+    presence_penalty: Annotated[Any, _unsupported(None, 0, 0.0)] = None
+    frequency_penalty: Annotated[Any, _unsupported(None, 0, 0.0)] = None
 
     @field_validator("stop")
     @classmethod
@@ -237,7 +280,10 @@ class _Sampling(_Body):
 
 
 class CompletionRequest(_Sampling):
-    prompt: StrictStr | list[StrictStr] | list[StrictInt] = Field(min_length=1)
+    prompt: Text | list[Text] | list[StrictInt] = Field(min_length=1)
+    echo: Annotated[Any, _unsupported(None, False)] = None
+    best_of: Annotated[Any, _unsupported(None, 1)] = None
+    suffix: Annotated[Any, _unsupported(None, "")] = None
 
     @field_validator("prompt")
     @classmethod
@@ -249,7 +295,7 @@ class CompletionRequest(_Sampling):
 
 class TextPart(_Body):
     type: Literal["text"]
-    text: StrictStr
+    text: Text
 
 
 class ImageURL(_Body):
@@ -267,13 +313,18 @@ ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 class ChatMessage(_Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: StrictStr | list[ContentPart] | None = None
+    content: Text | list[ContentPart] | None = None
     name: StrictStr | None = None
 
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: Annotated[int | None, Field(strict=True, ge=1)] = None
+    tools: Annotated[Any, _unsupported(None, [])] = None
+    tool_choice: Annotated[Any, _unsupported(None, "none", "auto")] = None
+    functions: Annotated[Any, _unsupported(None, [])] = None
+    function_call: Annotated[Any, _unsupported(None, "none", "auto")] = None
+    response_format: Annotated[Any, _unsupported(None, {"type": "text"})] = None
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -282,7 +333,7 @@ class ChatCompletionRequest(_Sampling):
 class EmbeddingRequest(_Body):
     model: StrictStr | None = None
     input: (
-        StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+        Text | list[Text] | list[StrictInt] | list[list[StrictInt]]
     ) = Field(min_length=1)
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int | None, Field(strict=True, ge=1)] = None

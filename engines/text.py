@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -67,18 +68,29 @@ class TextEngine:
             getattr(self.tokenizer, "model_max_length", None),
         )
         self.vocab_size = int(generator.model.get_input_embeddings().num_embeddings)
+        # No token covers more characters than the longest entry of the vocabulary, so a
+        # text needs at least len(text) / max_token_chars tokens: a cheap, sound bound
+        # that refuses a prompt far over the context before it is tokenized at all.
+        self.max_token_chars = max((len(t) for t in self.tokenizer.get_vocab()), default=1)
 
     def close(self) -> None:
         self.gen.close()
 
     async def handle(self, route: str, body: BaseModel, request: web.Request) -> web.StreamResponse:
         if isinstance(body, ChatCompletionRequest):
-            prompt_ids = self._chat_prompt(body)
+            self._refuse_if_surely_too_long(_chat_chars(body), "messages")
+            # tokenizing runs off the event loop: the health route must keep answering
+            prompt_ids = await asyncio.to_thread(self._chat_prompt, body)
             limit_param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
             budget = self._budget(len(prompt_ids), body.token_limit(), "messages", limit_param)
             shape: _Shape = _ChatShape(self.spec.name)
         elif isinstance(body, CompletionRequest):
-            prompt_ids = self._completion_prompt(body)
+            prompt = body.prompt
+            if isinstance(prompt, str):
+                self._refuse_if_surely_too_long(len(prompt), "prompt")
+            elif prompt and isinstance(prompt[0], str):
+                self._refuse_if_surely_too_long(len(prompt[0]), "prompt")
+            prompt_ids = await asyncio.to_thread(self._completion_prompt, body)
             budget = self._budget(len(prompt_ids), body.max_tokens, "prompt", "max_tokens")
             shape = _CompletionShape(self.spec.name)
         else:
@@ -135,6 +147,20 @@ class TextEngine:
                 param="messages",
             ) from exc
         return list(self.tokenizer(str(text), add_special_tokens=False).input_ids)
+
+    def _refuse_if_surely_too_long(self, chars: int, param: str) -> None:
+        ctx = self.context_length
+        if ctx is None:
+            return
+        at_least = -(-chars // self.max_token_chars)
+        if at_least > ctx:
+            raise RequestError(
+                400,
+                f"This model's maximum context length is {ctx} tokens, but the {param} has "
+                f"{chars} characters: at least {at_least} tokens.",
+                code="context_length_exceeded",
+                param=param,
+            )
 
     def _budget(self, n_prompt: int, requested: int | None, prompt_param: str, param: str) -> int:
         ctx = self.context_length
@@ -239,6 +265,16 @@ class TextEngine:
             except ConnectionResetError:
                 pass
         return response
+
+
+def _chat_chars(body: ChatCompletionRequest) -> int:
+    total = 0
+    for m in body.messages:
+        if isinstance(m.content, str):
+            total += len(m.content)
+        elif m.content:
+            total += sum(len(p.text) for p in m.content if isinstance(p, protocol.TextPart))
+    return total
 
 
 def _render_message(i: int, message: protocol.ChatMessage) -> dict[str, str]:

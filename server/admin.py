@@ -78,7 +78,7 @@ def _not_found(name: str) -> NotFound:
 async def _json_body(request: web.Request, model: type[BaseModel]) -> Any:
     try:
         data = await request.json()
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise BadRequest(f"request body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise BadRequest(f"request body must be a JSON object, not {type(data).__name__}",

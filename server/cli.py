@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"berth server (default: $BERTH_URL, else {DEFAULT_URL})")
     parser.add_argument("--token", default=None,
                         help="admin token, sent as a Bearer token (default: $BERTH_TOKEN)")
+    parser.add_argument("--version", action="version", version=f"berth {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, run: Callable[[argparse.Namespace], int] | None, help: str,
@@ -200,16 +202,51 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from server.app import create_app
+    from server.statelock import StateDirBusy
 
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
+    # Bind before anything starts: a busy port must not cost a round of engine starts.
+    try:
+        sock = _listen(host, port)
+    except OSError as e:
+        print(f"berth: cannot listen on {host}:{port}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    port = sock.getsockname()[1]
     app = create_app(config)
-    web.run_app(app, host=host, port=port, handler_cancellation=True, shutdown_timeout=10,
-                loop=_new_loop(),
-                access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
-                print=lambda *_: log.info("berth serving on http://%s:%d (state in %s)",
-                                          host, port, config.server.state_dir))
+    try:
+        web.run_app(app, sock=sock, handler_cancellation=True, shutdown_timeout=10,
+                    loop=_new_loop(),
+                    access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
+                    print=lambda *_: log.info("berth serving on http://%s:%d (state in %s)",
+                                              host, port, config.server.state_dir))
+    except StateDirBusy as e:
+        print(f"berth: {e}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("berth-serve")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

@@ -1,18 +1,23 @@
 """config.toml, read once at the edge into frozen dataclasses.
 
 An unknown key or a bad value fails at start with the file, the key and what was
-expected (ConfigError). Paths are resolved relative to the config file's folder.
+expected (ConfigError). Each key's check is in the tables below `DEFAULT_TIERS`.
+Paths are resolved relative to the config file's folder.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+
+from engines.protocol import DTYPES, Task
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -20,6 +25,7 @@ _NAME_RE = re.compile(NAME_PATTERN)
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
           "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 
 
 class ConfigError(ValueError):
@@ -115,6 +121,118 @@ DEFAULT_TIERS = {
 }
 
 
+class _Expected(Exception):
+    """Raised by a check (a TOML value -> the value to keep); args[0]: what was expected."""
+
+
+Check = Callable[[Any], Any]
+
+
+def _int(low: int, high: int | None = None) -> Check:
+    what = f"an integer >= {low}" if high is None else f"an integer {low}..{high}"
+
+    def check(v: Any) -> int:
+        if (isinstance(v, bool) or not isinstance(v, int)
+                or v < low or (high is not None and v > high)):
+            raise _Expected(what)
+        return v
+    return check
+
+
+def _number(low: float, *, above: bool) -> Check:
+    """A finite number > low (above=True) or >= low, kept as a float."""
+    what = f"a number {'>' if above else '>='} {low:g}"
+
+    def check(v: Any) -> float:
+        try:
+            x = float(v) if isinstance(v, int | float) and not isinstance(v, bool) else math.nan
+        except OverflowError:
+            x = math.nan
+        if not math.isfinite(x) or x < low or (above and x == low):
+            raise _Expected(what)
+        return x
+    return check
+
+
+def _string(ok: Callable[[str], Any], what: str, make: Callable[[str], Any] = str) -> Check:
+    """A string that `ok` accepts, turned into what `make` returns."""
+    def check(v: Any) -> Any:
+        if not isinstance(v, str) or not ok(v):
+            raise _Expected(what)
+        return make(v)
+    return check
+
+
+def _size(v: Any) -> int:
+    try:
+        size = parse_size(v)
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise _Expected("a size > 0 such as 2GiB or 512MiB")
+    return size
+
+
+def _price(v: Any) -> Decimal:
+    try:
+        price = Decimal(str(v)) if isinstance(v, int | float | str) else Decimal("NaN")
+    except InvalidOperation:
+        price = Decimal("NaN")
+    if isinstance(v, bool) or not price.is_finite() or price < 0:
+        raise _Expected('a price >= 0 such as "0.033"')
+    return price
+
+
+def _one_of(values: Any) -> Check:
+    allowed = sorted(str(x) for x in values)
+    return _string(allowed.__contains__, f"one of {', '.join(allowed)}")
+
+
+_text = _string(str.strip, "a non-empty string")
+_path = _string(bool, "a path", Path)
+_name = _string(valid_name, f"a DNS label (pattern {NAME_PATTERN})")
+_currency = _string(_CURRENCY_RE.match, "a 3-letter currency code such as USD")
+
+
+def _auto_or(check: Check, keep: bool = False) -> Check:
+    """"auto", or a value `check` accepts (kept as written where `keep`)."""
+    def auto_or(v: Any) -> Any:
+        if v == "auto":
+            return v
+        try:
+            checked = check(v)
+        except _Expected as e:
+            raise _Expected(f'"auto" or {e}') from None
+        return v if keep else checked
+    return auto_or
+
+
+_CHECKS: dict[type, dict[str, Check]] = {
+    ServerConfig: {
+        "host": _text, "port": _int(0, 65535), "state_dir": _path, "models_dir": _path,
+        "max_body_bytes": _int(1024), "engine_connections": _int(1),
+    },
+    NodeConfig: {
+        "cpus": _auto_or(_int(1)), "memory": _auto_or(_size, keep=True),
+        "gpus": _auto_or(_int(0)), "overcommit": _number(0, above=True),
+    },
+    SupervisorConfig: {
+        **{key: _number(0, above=True) for key in (
+            "health_interval_s", "health_timeout_s", "start_timeout_s", "backoff_initial_s",
+            "backoff_max_s", "crash_window_s", "stop_timeout_s")},
+        "stable_after_s": _number(0, above=False), "drain_timeout_s": _number(0, above=False),
+        "health_misses": _int(1), "crash_limit": _int(1),
+    },
+    DeploymentConfig: {
+        "name": _name, "model": _text, "hardware": _text, "owner": _text,
+        "task": _one_of(Task), "dtype": _one_of(DTYPES),
+    },
+}
+_TIER_CHECKS: dict[str, Check] = {
+    "cpus": _int(1), "memory": _size, "gpus": _int(0), "price_per_hour": _price,
+}
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and check a config.toml; raise ConfigError naming the file and key."""
     p = Path(path)
@@ -133,41 +251,41 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> Config:
     base = path.parent.resolve() if path else Path.cwd()
     _only(raw, {"server", "node", "supervisor", "billing", "tiers", "deployments"}, where, "")
 
-    server = _section(ServerConfig, raw.get("server", {}), where, "server")
-    server = ServerConfig(**{
-        **server.__dict__,
-        "state_dir": (base / server.state_dir).resolve(),
-        "models_dir": (base / server.models_dir).resolve(),
-    })
+    server: ServerConfig = _section(ServerConfig, raw.get("server", {}), where, "server")
+    server = replace(server, state_dir=(base / server.state_dir).resolve(),
+                     models_dir=(base / server.models_dir).resolve())
     longest_socket = server.state_dir / "run" / "999999999.sock"
     if len(str(longest_socket).encode()) > 107:
         raise ConfigError(f"{where}: server.state_dir: {server.state_dir} is too long; engine "
                           "Unix sockets live under it and their paths must stay under 108 bytes")
-    if not 0 <= server.port <= 65535:
-        raise ConfigError(f"{where}: server.port: expected 0..65535, got {server.port}")
-    node = _section(NodeConfig, raw.get("node", {}), where, "node")
-    for key in ("cpus", "memory", "gpus"):
-        value = getattr(node, key)
-        if value != "auto" and not (isinstance(value, int) or key == "memory"):
-            raise ConfigError(f"{where}: node.{key}: expected \"auto\" or a number, got {value!r}")
-    supervisor = _section(SupervisorConfig, raw.get("supervisor", {}), where, "supervisor")
+    node: NodeConfig = _section(NodeConfig, raw.get("node", {}), where, "node")
+    supervisor: SupervisorConfig = _section(SupervisorConfig, raw.get("supervisor", {}),
+                                            where, "supervisor")
+    if supervisor.backoff_max_s < supervisor.backoff_initial_s:
+        raise ConfigError(f"{where}: supervisor.backoff_max_s: expected a number >= "
+                          f"backoff_initial_s ({supervisor.backoff_initial_s:g}), "
+                          f"got {supervisor.backoff_max_s:g}")
 
     billing = raw.get("billing", {})
     _only(billing, {"currency"}, where, "billing")
-    currency = billing.get("currency", "USD")
+    currency = _check(_currency, billing.get("currency", "USD"), where, "billing.currency")
 
+    raw_tiers = raw.get("tiers", {})
+    if not isinstance(raw_tiers, dict):
+        raise ConfigError(f"{where}: tiers: expected a table of tiers, got {raw_tiers!r}")
     tiers = dict(DEFAULT_TIERS)
-    for name, t in raw.get("tiers", {}).items():
+    for name, t in raw_tiers.items():
         tiers[name] = _tier(name, t, where)
 
+    raw_deployments = raw.get("deployments", [])
+    if not isinstance(raw_deployments, list):
+        raise ConfigError(f"{where}: deployments: expected an array of tables "
+                          f"([[deployments]]), got {raw_deployments!r}")
     deployments = []
     seen: set[str] = set()
-    for i, d in enumerate(raw.get("deployments", [])):
+    for i, d in enumerate(raw_deployments):
         key = f"deployments[{i}]"
-        dep = _section(DeploymentConfig, d, where, key)
-        if not valid_name(dep.name):
-            raise ConfigError(f"{where}: {key}.name: {dep.name!r} is not a DNS label "
-                              f"(pattern {NAME_PATTERN})")
+        dep: DeploymentConfig = _section(DeploymentConfig, d, where, key)
         if dep.name in seen:
             raise ConfigError(f"{where}: {key}.name: {dep.name!r} is used twice")
         if dep.hardware not in tiers:
@@ -182,26 +300,16 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> Config:
 
 def _tier(name: str, raw: Any, where: str) -> Tier:
     key = f"tiers.{name}"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: {key}: expected a table")
-    _only(raw, {"cpus", "memory", "gpus", "price_per_hour"}, where, key)
-    default = DEFAULT_TIERS.get(name)
-    try:
-        cpus = int(raw.get("cpus", default.cpus if default else 1))
-        memory = parse_size(raw.get("memory", default.memory_bytes if default else 2 * 1024**3))
-        gpus = int(raw.get("gpus", default.gpus if default else 0))
-        price = Decimal(str(raw.get("price_per_hour",
-                                    default.price_per_hour if default else "0")))
-    except (ValueError, TypeError, InvalidOperation) as e:
-        raise ConfigError(f"{where}: {key}: {e}") from None
-    if cpus < 1 or gpus < 0 or price < 0:
-        raise ConfigError(f"{where}: {key}: cpus >= 1, gpus >= 0 and price >= 0 expected")
-    return Tier(name, cpus, memory, gpus, price)
+    _only(raw, set(_TIER_CHECKS), where, key)
+    default = DEFAULT_TIERS.get(name) or Tier(name, 1, 2 * 1024**3, 0, Decimal(0))
+    v = {k: _check(_TIER_CHECKS[k], value, where, f"{key}.{k}") for k, value in raw.items()}
+    return Tier(name, v.get("cpus", default.cpus), v.get("memory", default.memory_bytes),
+                v.get("gpus", default.gpus), v.get("price_per_hour", default.price_per_hour))
 
 
 def _only(raw: Any, allowed: set[str], where: str, prefix: str) -> None:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: {prefix or 'top level'}: expected a table")
+        raise ConfigError(f"{where}: {prefix or 'top level'}: expected a table, got {raw!r}")
     for key in raw:
         if key not in allowed:
             full = f"{prefix}.{key}" if prefix else key
@@ -210,38 +318,19 @@ def _only(raw: Any, allowed: set[str], where: str, prefix: str) -> None:
 
 
 def _section(cls: Any, raw: Any, where: str, prefix: str) -> Any:
-    names = {f.name: f for f in fields(cls)}
-    _only(raw, set(names), where, prefix)
-    kwargs = {}
-    for key, value in raw.items():
-        expected = names[key].type
-        kwargs[key] = _coerce(value, str(expected), f"{where}: {prefix}.{key}")
+    """An instance of dataclass `cls` from a table, each key checked by _CHECKS[cls]."""
+    checks = _CHECKS[cls]
+    _only(raw, set(checks), where, prefix)
+    required = [f.name for f in fields(cls) if f.default is MISSING]
+    missing = [key for key in required if key not in raw]
+    if missing:
+        raise ConfigError(f"{where}: {prefix}: missing required key(s) {', '.join(missing)}; "
+                          f"required keys are {', '.join(required)}")
+    return cls(**{k: _check(checks[k], v, where, f"{prefix}.{k}") for k, v in raw.items()})
+
+
+def _check(check: Check, value: Any, where: str, key: str) -> Any:
     try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"{where}: {prefix}: {e}") from None
-
-
-def _coerce(value: Any, expected: str, where: str) -> Any:
-    """Check a TOML value against a dataclass field's (string) annotation."""
-    if expected == "Path":
-        if isinstance(value, str) and value:
-            return Path(value)
-    elif expected == "int":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif expected == "float":
-        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-            return float(value)
-    elif expected == "str":
-        if isinstance(value, str):
-            return value
-    elif expected == "str | None":
-        if value is None or isinstance(value, str):
-            return value
-    elif expected == "int | str":
-        if isinstance(value, int | str) and not isinstance(value, bool):
-            return value
-    else:  # pragma: no cover - a field type this reader does not know
-        raise AssertionError(expected)
-    raise ConfigError(f"{where}: expected {expected.replace('Path', 'a path')}, got {value!r}")
+        return check(value)
+    except _Expected as e:
+        raise ConfigError(f"{where}: {key}: expected {e}, got {value!r}") from None

@@ -222,8 +222,10 @@ class Store:
 
     async def record_transition(self, deployment_id: int, *, status: str, reason: str | None,
                                 pid: int | None, restarts: int,
-                                ready_at: float | None, at: float) -> None:
-        """A state change: the deployment row and its event row, in one transaction."""
+                                ready_at: float | None, at: float,
+                                event_pid: int | None = None) -> None:
+        """A state change: the deployment row and its event row, in one transaction.
+        `event_pid` is the process the event is about (a crashed engine's, say)."""
         async with self._transaction() as db:
             await db.execute(
                 "UPDATE deployments SET status=?, reason=?, pid=?, restarts=?, ready_at=?,"
@@ -231,7 +233,8 @@ class Store:
                 (status, reason, pid, restarts, ready_at, at, deployment_id))
             await db.execute(
                 "INSERT INTO events (deployment_id, at, status, reason, pid)"
-                " VALUES (?, ?, ?, ?, ?)", (deployment_id, at, status, reason, pid))
+                " VALUES (?, ?, ?, ?, ?)",
+                (deployment_id, at, status, reason, event_pid if event_pid else pid))
 
     async def events(self, deployment_id: int, limit: int = 100) -> list[EventRow]:
         async with self._db.execute(

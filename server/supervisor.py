@@ -68,6 +68,7 @@ class Deployment:
     model_path: Path | None = None
     trust_remote_code: bool = False
     usage: UsageMeter | None = None
+    last_pid: int | None = None  # the engine that ran last (for events about its end)
     desired_running: bool = True
     slice: Slice | None = None
     process: EngineProcess | None = None
@@ -150,7 +151,7 @@ class Supervisor:
         tier = self.config.tiers.get(row.hardware) or Tier(row.hardware, 1, 0, 0, Decimal(0))
         return Deployment(
             id=row.id, name=row.name, model=row.model, tier=tier, owner=row.owner,
-            task=Task(row.task) if row.task else None, dtype=dtype,
+            task=Task(row.task) if row.task in set(Task) else None, dtype=dtype,
             created_at=row.created_at, restarts=row.restarts,
             # by id, not name: a Unix socket path must stay under 108 bytes
             socket_path=self.socket_dir / f"{row.id}.sock",
@@ -259,7 +260,7 @@ class Supervisor:
                     break
                 if not await self._after_crash(dep, ended):
                     return
-            await self._transition(dep, State.STOPPED, dep.stop_reason)
+            await self._transition(dep, State.STOPPED, dep.stop_reason, pid=dep.last_pid)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -303,8 +304,6 @@ class Supervisor:
             socket_path=str(dep.socket_path), dtype=dep.dtype, threads=dep.tier.cpus,
             trust_remote_code=dep.trust_remote_code)
         dep.socket_path.unlink(missing_ok=True)
-        await self._transition(dep, State.STARTING,
-                               "restart" if dep.restarts else "spawn")
         try:
             proc = await self.launcher.spawn(spec, dep.log_path,
                                              command_prefix=dep.slice.command_prefix,
@@ -313,6 +312,7 @@ class Supervisor:
             self._release(dep)
             return f"spawn failed: {e}"
         dep.process, dep.pid = proc, proc.pid
+        await self._transition(dep, State.STARTING, "restart" if dep.restarts else "spawn")
         dep.usage = UsageMeter(proc.pid)
         dep.client = aiohttp.ClientSession(
             connector=aiohttp.UnixConnector(path=str(dep.socket_path),
@@ -337,7 +337,6 @@ class Supervisor:
         sup = self.config.supervisor
         deadline = time.monotonic() + sup.start_timeout_s
         misses = 0
-        answered = False
         while True:
             interval = sup.health_interval_s if dep.state is State.READY else START_POLL_S
             woke = await self._pause(dep, exited, interval)
@@ -349,13 +348,15 @@ class Supervisor:
                 dep.usage.sample()
             health = await self._probe(dep)
             if health is None:
-                misses += 1 if (answered or dep.state is State.READY) else 0
+                # While loading, imports can hold the engine's GIL for seconds: a slow
+                # ping then is not a hang. Loading is bounded by the start timeout instead.
+                misses += 1 if dep.state is State.READY else 0
                 if misses >= sup.health_misses:
                     return f"health timeout ({misses} checks missed)"
                 if dep.state is not State.READY and time.monotonic() > deadline:
                     return f"not ready after {sup.start_timeout_s:g} s (start timeout)"
                 continue
-            answered, misses = True, 0
+            misses = 0
             dep.health = health
             state = health.get("state")
             if state == HealthState.LOADING and dep.state is State.STARTING:
@@ -416,6 +417,7 @@ class Supervisor:
                  describe_exit(exited.result()))
 
     def _release(self, dep: Deployment) -> None:
+        dep.last_pid = dep.pid
         dep.process = None
         dep.usage = None
         dep.pid = None
@@ -439,11 +441,12 @@ class Supervisor:
         if len(dep.crashes) >= sup.crash_limit:
             await self._transition(
                 dep, State.FAILED,
-                f"{len(dep.crashes)} crashes within {sup.crash_window_s:g} s; last: {why}")
+                f"{len(dep.crashes)} crashes within {sup.crash_window_s:g} s; last: {why}",
+                pid=dep.last_pid)
             return False
         delay = min(sup.backoff_initial_s * 2 ** (len(dep.crashes) - 1), sup.backoff_max_s)
         dep.retry_at = time.time() + delay
-        await self._transition(dep, State.CRASHED, why)
+        await self._transition(dep, State.CRASHED, why, pid=dep.last_pid)
         log.warning("engine %s crashed (%s); restarting in %.1f s", dep.name, why, delay)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(dep.wake.wait(), delay)
@@ -455,11 +458,14 @@ class Supervisor:
 
     # --- state changes --------------------------------------------------------------------
 
-    async def _transition(self, dep: Deployment, state: State, reason: str | None) -> None:
-        previous = dep.state
-        dep.state, dep.reason = state, reason
-        log.info("deployment %s: %s -> %s (%s) pid %s", dep.name, previous, state, reason,
-                 dep.pid)
+    async def _transition(self, dep: Deployment, state: State, reason: str | None, *,
+                          pid: int | None = None) -> None:
+        """Record a state change (event row first: whoever sees the new state in the API
+        finds its event too). `pid` names the process of an event that outlived it."""
+        pid = pid or dep.pid
+        log.info("deployment %s: %s -> %s (%s) pid %s", dep.name, dep.state, state, reason,
+                 pid)
         await self.store.record_transition(
-            dep.id, status=state, reason=reason, pid=dep.pid, restarts=dep.restarts,
-            ready_at=dep.ready_at, at=time.time())
+            dep.id, status=state, reason=reason, pid=dep.pid, event_pid=pid,
+            restarts=dep.restarts, ready_at=dep.ready_at, at=time.time())
+        dep.state, dep.reason = state, reason

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import logging
 import os
 import time
@@ -267,6 +269,38 @@ async def test_context_length_exceeded(chat) -> None:
     assert status == 400
     assert body["error"]["code"] == "context_length_exceeded"
     assert body["error"]["param"] == "prompt"
+
+
+async def test_huge_prompts_are_refused_and_health_keeps_answering(chat) -> None:
+    """A multi-MB prompt must not stall the engine: the health route stays quick."""
+    huge = "word " * 1_500_000  # 7.5 MB: millions of tokens
+    async def post(route: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        data = io.BytesIO(json.dumps(body).encode())
+        async with chat.post(route, data=data,
+                             headers={"Content-Type": "application/json"}) as resp:
+            return resp.status, await resp.json()
+
+    requests = [
+        post(protocol.COMPLETIONS, {"prompt": huge}),
+        post(protocol.CHAT_COMPLETIONS, {"messages": [{"role": "user", "content": huge}]}),
+    ]
+    slowest = 0.0
+
+    async def ping() -> None:
+        nonlocal slowest
+        for _ in range(10):
+            t0 = asyncio.get_running_loop().time()
+            async with chat.get(protocol.HEALTH) as resp:
+                assert resp.status == 200
+            slowest = max(slowest, asyncio.get_running_loop().time() - t0)
+            await asyncio.sleep(0.05)
+
+    *answers, _ = await asyncio.gather(*requests, ping())
+    for (status, body), param in zip(answers, ("prompt", "messages"), strict=True):
+        assert status == 400
+        assert body["error"]["code"] == "context_length_exceeded"
+        assert body["error"]["param"] == param
+    assert slowest < 2.0  # generous: the supervisor's health timeout is 5 s
 
 
 async def test_default_max_tokens_fits_the_remaining_context(chat) -> None:

@@ -28,6 +28,7 @@ def assert_error(body: dict, *, code: str | None = None, param: str | None = Non
     (b'{"model": "chat", "messages": [', "invalid_json"),
     (b"\xff\xfe", "invalid_json"),
     (b"", "invalid_json"),
+    (b"[" * 200_000 + b"]" * 200_000, "invalid_json"),  # deeper than any parser recurses
 ])
 async def test_body_not_a_json_object_is_400(make_client, body, code):
     client = await make_client()
@@ -56,7 +57,22 @@ async def test_body_not_a_json_object_is_400(make_client, body, code):
     ("/v1/completions", {"model": "chat"}, "prompt"),
     ("/v1/completions", {"model": "chat", "prompt": "x", "n": 0}, "n"),
     ("/v1/embeddings", {"model": "embed", "input": []}, "input"),
-    ("/v1/embeddings", {"model": "embed", "input": [1.5]}, "input"),
+    ("/v1/embeddings", {"model": "embed", "input": [1.5]}, "input.0"),
+    ("/v1/embeddings", {"model": "embed", "input": "\ud800"}, "input"),
+    (CHAT, {"model": "chat", "messages": [{"role": "user", "content": "\udfff"}]},
+     "messages.0.content"),
+    (CHAT, {"model": "chat", "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+     "messages.0.content.0.text"),
+    (CHAT, {"model": "chat", "messages": [{"role": "user", "content": [
+        {"type": "input_audio"}]}]}, "messages.0.content.0"),
+    ("/v1/completions", {"model": "chat", "prompt": "x", "seed": 2**64}, "seed"),
+    ("/v1/completions", {"model": "chat", "prompt": "x", "seed": -(10**30)}, "seed"),
+    ("/v1/completions", {"model": "chat", "prompt": "x", "logprobs": 3}, "logprobs"),
+    ("/v1/completions", {"model": "chat", "prompt": "x", "echo": True}, "echo"),
+    (CHAT, {"model": "chat", "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    (CHAT, {"model": "chat", "messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_object"}}, "response_format"),
 ])
 async def test_wrong_types_are_400_naming_the_param(make_client, path, body, param):
     client = await make_client()
