@@ -190,3 +190,23 @@ async def test_openapi_describes_every_registered_route(api):
                 assert (route.method, path) in documented, (route.method, path)
     body = spec["paths"]["/api/deployments"]["post"]["requestBody"]
     assert "name" in body["content"]["application/json"]["schema"]["properties"]
+
+
+async def test_delete_lets_an_in_flight_stream_finish(api):
+    assert (await create(api, name="busy")).status == 201
+    sup = supervisor_of(api)
+    await wait_for(lambda: sup.get("busy").state == "ready", 60)
+    body = {"prompt": "once", "max_tokens": 300, "temperature": 0, "stream": True}
+    async with api.post("/endpoints/busy/v1/completions", json=body) as stream:
+        assert stream.status == 200
+        first = await stream.content.readuntil(b"\n\n")
+        assert first.startswith(b"data: ")
+        deleting = asyncio.create_task(api.delete("/api/deployments/busy"))
+        await wait_for(lambda: sup.get("busy") is None or sup.get("busy").deleting, 10)
+        # while it drains, new requests are refused; the open stream goes on
+        refused = await api.post("/endpoints/busy/v1/completions", json={"prompt": "x"})
+        assert refused.status in (503, 404)
+        rest = await stream.read()
+    assert rest.rstrip().endswith(b"data: [DONE]")
+    assert (await deleting).status == 200
+    assert sup.get("busy") is None
