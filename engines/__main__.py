@@ -50,6 +50,16 @@ def _unlink(path: str, inode: int | None = None) -> None:
             os.unlink(path)
 
 
+def _pin_cpus(cores: str | None) -> None:
+    """Where no cpuset cgroup pins the engine, the server asks it to pin itself."""
+    if not cores:
+        return
+    try:
+        os.sched_setaffinity(0, {int(c) for c in cores.split(",")})
+    except (OSError, ValueError) as exc:
+        log.warning("could not pin to cores %s: %s", cores, exc)
+
+
 def _die_with_parent(parent: int) -> None:
     """Ask the kernel for SIGTERM when the parent (the server) dies, even by SIGKILL."""
     with contextlib.suppress(OSError, AttributeError):
@@ -131,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("bad engine spec: %s", exc)
         return protocol.EXIT_BAD_SPEC
     _setup_logging(spec.name)
+    _pin_cpus(os.environ.get("BERTH_CPUS"))
     log.info("engine starting: %s", spec.to_json())
     return asyncio.run(serve(spec))
 

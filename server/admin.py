@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engines.protocol import describe_validation_error
 from server import catalog, keys
+from server.capacity import InsufficientCapacity
 from server.config import NAME_PATTERN, valid_name
 from server.errors import BadRequest, Conflict, NotFound
 from server.store import NameTaken
@@ -56,9 +57,12 @@ def deployment_json(dep: Deployment) -> dict[str, Any]:
         "slice": dep.slice.info.as_json() if dep.slice else None,
         "usage": {
             "cpu_percent": round(dep.usage.cpu_percent, 1) if dep.usage else None,
+            "cpu_seconds": round(dep.usage.cpu_seconds, 3) if dep.usage else None,
             "memory_bytes": dep.usage.memory_bytes if dep.usage else None,
+            "memory_peak_bytes": dep.usage.memory_peak_bytes if dep.usage else None,
             "memory_limit_bytes": dep.tier.memory_bytes,
-            "source": "process",
+            "oom_kills": dep.oom_kills,
+            "source": dep.usage.source if dep.usage else None,
         },
     }
 
@@ -104,6 +108,8 @@ async def create_deployment(request: web.Request) -> web.Response:
                                owner=body.owner, task=resolved.task)
     except NameTaken:
         raise _taken(body.name) from None
+    except InsufficientCapacity as e:
+        raise _no_capacity(e) from None
     return web.json_response(deployment_json(dep), status=201)
 
 
@@ -138,11 +144,42 @@ async def restart_deployment(request: web.Request) -> web.Response:
 
 async def _act(dep: Deployment, action: Any) -> None:
     """Run a lifecycle action; shielded, so a client that hangs up cannot leave it half
-    done. A deployment deleted meanwhile is a 404."""
+    done. A deployment deleted meanwhile is a 404; no room to start it is a 409."""
     try:
         await asyncio.shield(action)
     except LookupError:
         raise _not_found(dep.name) from None
+    except InsufficientCapacity as e:
+        raise _no_capacity(e) from None
+
+
+def _no_capacity(e: InsufficientCapacity) -> Conflict:
+    return Conflict(f"not enough free capacity: {e}", code="insufficient_capacity",
+                    param="hardware")
+
+
+async def hardware(request: web.Request) -> web.Response:
+    sup = request.app[keys.SUPERVISOR]
+    node = sup.node
+    cpus, memory, gpus = node.allocated()
+    free_cpus, free_memory, free_gpus = node.free()
+    return web.json_response({
+        "slices": {"driver": sup.slices.name, "enforced": sup.slices.enforced,
+                   "reason": sup.slices_reason},
+        "capacity": {"cpus": node.cpus, "memory_bytes": node.memory_bytes, "gpus": node.gpus,
+                     "cores": list(node.cores), "overcommit": node.overcommit},
+        "allocated": {"cpus": cpus, "memory_bytes": memory, "gpus": gpus},
+        "free": {"cpus": free_cpus, "memory_bytes": free_memory, "gpus": free_gpus},
+        "tiers": [{"name": t.name, "cpus": t.cpus, "memory_bytes": t.memory_bytes,
+                   "gpus": t.gpus, "price_per_hour": str(t.price_per_hour),
+                   "fits_free": (t.cpus <= free_cpus and t.memory_bytes <= free_memory
+                                 and t.gpus <= free_gpus)}
+                  for t in sorted(request.app[keys.CONFIG].tiers.values(),
+                                  key=lambda t: (t.memory_bytes, t.cpus))],
+        "deployments": {name: {"hardware": h.tier.name, "cores": list(h.cores),
+                               "cores_shared": h.shared, "gpus": list(h.gpus)}
+                        for name, h in sorted(node.holds.items())},
+    })
 
 
 async def list_deployments(request: web.Request) -> web.Response:

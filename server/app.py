@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from server import keys, routes
-from server.config import Config
+from server.capacity import Node, detect_gpus
+from server.config import Config, ConfigError
 from server.errors import error_middleware
+from server.slices import SliceError, choose_driver, node_cores, node_memory_bytes
 from server.statelock import StateLock
 from server.store import Store
 from server.supervisor import Supervisor
@@ -30,7 +32,7 @@ def create_app(config: Config) -> web.Application:
 async def _store(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     config.server.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    lock = StateLock(config.server.state_dir)
+    lock = StateLock.for_state_dir(config.server.state_dir)
     lock.acquire()  # StateDirBusy: another server owns this state dir
     try:
         store = await Store.open(config.server.state_dir / "berth.db")
@@ -44,12 +46,30 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _supervisor(app: web.Application) -> AsyncIterator[None]:
-    supervisor = Supervisor(app[keys.CONFIG], app[keys.STORE])
+    config = app[keys.CONFIG]
+    lock = StateLock.for_slice_parent(config.node.slice_parent)
+    lock.acquire()  # StateDirBusy: another server's engines live under this parent
+    try:
+        driver, reason = choose_driver(config.node.slice_driver,
+                                       parent=config.node.slice_parent)
+    except SliceError as e:  # an explicit v1/v2 that cannot work here
+        lock.release()
+        raise ConfigError(f"node.slice_driver = {config.node.slice_driver!r}: {e}") from None
+    (log.info if driver.enforced else log.warning)("slices: %s", reason)
+    node = Node.from_config(config.node, cores=node_cores(), memory_bytes=node_memory_bytes(),
+                            gpus=detect_gpus())
+    log.info("node: %g CPU on cores %s, %.1f GiB, %d GPU (overcommit %g)", node.cpus,
+             list(node.cores), node.memory_bytes / 1024**3, node.gpus, node.overcommit)
+    supervisor = Supervisor(config, app[keys.STORE], slices=driver, slices_reason=reason,
+                            node=node)
     app[keys.SUPERVISOR] = supervisor
     try:
-        await supervisor.start()
-    except BaseException:
-        await supervisor.close()  # engines already spawned must not outlive a failed start
-        raise
-    yield
-    await supervisor.close()
+        try:
+            await supervisor.start()
+        except BaseException:
+            await supervisor.close()  # engines already spawned must not outlive a failed start
+            raise
+        yield
+        await supervisor.close()
+    finally:
+        lock.release()

@@ -220,7 +220,7 @@ def _serve(args: argparse.Namespace) -> int:
                     access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
                     print=lambda *_: log.info("berth serving on http://%s:%d (state in %s)",
                                               host, port, config.server.state_dir))
-    except StateDirBusy as e:
+    except (StateDirBusy, ConfigError) as e:
         print(f"berth: {e}", file=sys.stderr)
         return 2
     return 0

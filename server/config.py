@@ -65,6 +65,9 @@ class NodeConfig:
     memory: int | str = "auto"
     gpus: int | str = "auto"
     overcommit: float = 1.0
+    slice_driver: str = "auto"  # auto | v1 | v2 | none
+    slice_parent: str = "berth"  # slices are <own cgroup>/<slice_parent>/<deployment>
+    pids_max: int = 4096  # per deployment
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,8 @@ _CHECKS: dict[type, dict[str, Check]] = {
     NodeConfig: {
         "cpus": _auto_or(_int(1)), "memory": _auto_or(_size, keep=True),
         "gpus": _auto_or(_int(0)), "overcommit": _number(0, above=True),
+        "slice_driver": _one_of(("auto", "v1", "v2", "none")), "pids_max": _int(16),
+        "slice_parent": _name,
     },
     SupervisorConfig: {
         **{key: _number(0, above=True) for key in (

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections import deque
@@ -32,12 +33,13 @@ from engines.protocol import (
     describe_exit,
 )
 from server import catalog
+from server.capacity import InsufficientCapacity, Node
 from server.config import Config, Tier
 from server.launcher import EngineProcess, LocalLauncher
-from server.slices import NoneDriver, Slice
+from server.slices import EXIT_JOIN_FAILED, Driver, NoneDriver, Slice, SliceError, SliceSpec
 from server.states import State
 from server.store import DeploymentRow, NameTaken, Store
-from server.usage import UsageMeter
+from server.usage import UsageMeter, process_reader
 from server.weights import WeightsNotFound, find_weights, infer_task
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ class Deployment:
     model_path: Path | None = None
     trust_remote_code: bool = False
     usage: UsageMeter | None = None
+    oom_kills: int = 0  # engines the kernel killed for this deployment's memory limit
     last_pid: int | None = None  # the engine that ran last (for events about its end)
     desired_running: bool = True
     slice: Slice | None = None
@@ -102,11 +105,15 @@ class Deployment:
 
 class Supervisor:
     def __init__(self, config: Config, store: Store, *, launcher: LocalLauncher | None = None,
-                 slices: NoneDriver | None = None) -> None:
+                 slices: Driver | None = None, slices_reason: str = "",
+                 node: Node | None = None) -> None:
         self.config = config
         self.store = store
         self.launcher = launcher or LocalLauncher()
-        self.slices = slices or NoneDriver()
+        self.slices: Driver = slices or NoneDriver()
+        self.slices_reason = slices_reason
+        self.node = node or Node.from_config(config.node, cores=sorted(os.sched_getaffinity(0)),
+                                             memory_bytes=0, gpus=0)
         self._deployments: dict[str, Deployment] = {}
         self._registry_lock = asyncio.Lock()
         state_dir = config.server.state_dir
@@ -129,6 +136,8 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for stale in self.socket_dir.glob("*.sock"):
             stale.unlink(missing_ok=True)
+        for name in await asyncio.to_thread(self.slices.cleanup_stale):
+            log.warning("removed the stale slice of %s (left by a server that died)", name)
         for cfg in self.config.deployments:
             await self.store.upsert_config_deployment(
                 name=cfg.name, model=cfg.model, hardware=cfg.hardware, owner=cfg.owner,
@@ -144,6 +153,11 @@ class Supervisor:
                 await self._transition(dep, State.FAILED,
                                        f"hardware tier {row.hardware!r} is not in the config")
             else:
+                try:
+                    self.node.admit(dep.name, dep.tier)
+                except InsufficientCapacity as e:
+                    await self._transition(dep, State.FAILED, f"no capacity: {e}")
+                    continue
                 await self._transition(dep, State.PENDING, "server start")
                 self._launch(dep)
 
@@ -170,9 +184,14 @@ class Supervisor:
         async with self._registry_lock:
             if name in self._deployments:
                 raise NameTaken(name)
-            row = await self.store.create_deployment(
-                name=name, model=model, hardware=hardware, owner=owner,
-                task=str(task) if task else None, status=State.PENDING)
+            self.node.admit(name, self.config.tiers[hardware])  # InsufficientCapacity
+            try:
+                row = await self.store.create_deployment(
+                    name=name, model=model, hardware=hardware, owner=owner,
+                    task=str(task) if task else None, status=State.PENDING)
+            except BaseException:
+                self.node.release(name)
+                raise
             dep = self._handle(row)
             self._deployments[name] = dep
         await self._transition(dep, State.PENDING, "created")
@@ -185,6 +204,7 @@ class Supervisor:
             self._check_live(dep)
             await self.store.set_desired(dep.id, "stopped")
             await self._halt(dep, reason)
+            self.node.release(dep.name)
 
     async def start_deployment(self, dep: Deployment) -> None:
         """Start a stopped or failed deployment (a no-op when it runs already)."""
@@ -210,6 +230,7 @@ class Supervisor:
                 log.warning("deleting %s with %d request(s) still in flight", dep.name,
                             dep.in_flight)
             await self._halt(dep, "deleted")
+            self.node.release(dep.name)
             await self.store.mark_deleted(dep.id)
             async with self._registry_lock:
                 self._deployments.pop(dep.name, None)
@@ -227,9 +248,11 @@ class Supervisor:
             await self._transition(dep, State.STOPPED, reason)
 
     async def _resume(self, dep: Deployment, reason: str) -> None:
-        await self.store.set_desired(dep.id, "running")
         if dep.run_task is not None and not dep.run_task.done():
+            await self.store.set_desired(dep.id, "running")
             return
+        self.node.admit(dep.name, dep.tier)  # InsufficientCapacity: stays as it was
+        await self.store.set_desired(dep.id, "running")
         dep.crashes.clear()
         dep.retry_at = None
         await self._transition(dep, State.PENDING, reason)
@@ -292,12 +315,20 @@ class Supervisor:
         dep.task = task
         dep.model_path = folder
         dep.trust_remote_code = bool(entry and entry.trust_remote_code)
+        hold = self.node.holds.get(dep.name) or self.node.admit(dep.name, dep.tier)
+        spec = SliceSpec(name=dep.name, cpus=dep.tier.cpus, memory_bytes=dep.tier.memory_bytes,
+                         pids_max=self.config.node.pids_max, cores=hold.cores,
+                         cores_shared=hold.shared, gpus=hold.gpus)
+        try:
+            dep.slice = await asyncio.to_thread(self.slices.create, spec)
+        except SliceError as e:
+            await self._transition(dep, State.FAILED, f"cannot make its slice: {e}")
+            return False
         return True
 
     async def _attempt(self, dep: Deployment) -> str:
         """Run one engine process until it ends or a stop is asked; return why it ended."""
-        dep.slice = self.slices.create(dep.name, dep.tier)
-        assert dep.task is not None
+        assert dep.task is not None and dep.slice is not None
         spec = EngineSpec(
             name=dep.name, task=dep.task, model=dep.model,
             model_path=str(dep.model_path),
@@ -309,11 +340,11 @@ class Supervisor:
                                              command_prefix=dep.slice.command_prefix,
                                              env=dep.slice.env)
         except OSError as e:
-            self._release(dep)
+            await self._release(dep)
             return f"spawn failed: {e}"
         dep.process, dep.pid = proc, proc.pid
         await self._transition(dep, State.STARTING, "restart" if dep.restarts else "spawn")
-        dep.usage = UsageMeter(proc.pid)
+        dep.usage = _meter(dep.slice, proc.pid)
         dep.client = aiohttp.ClientSession(
             connector=aiohttp.UnixConnector(path=str(dep.socket_path),
                                             limit=self.config.server.engine_connections),
@@ -330,7 +361,7 @@ class Supervisor:
                 proc.signal(signal.SIGKILL)
                 await asyncio.shield(exited)
             await dep.client.close()
-            self._release(dep)
+            await self._release(dep)
 
     async def _watch(self, dep: Deployment, proc: EngineProcess,
                      exited: asyncio.Task[int]) -> str:
@@ -392,6 +423,13 @@ class Supervisor:
             return None
 
     def _exit_reason(self, dep: Deployment, returncode: int) -> str:
+        usage = dep.slice.usage() if dep.slice is not None else None
+        if usage is not None and usage.oom_kills > 0:
+            # the kernel's own count for this slice, not a guess from the signal
+            dep.oom_kills += usage.oom_kills
+            return "oom_killed"
+        if returncode == EXIT_JOIN_FAILED:
+            return f"exit {returncode} (could not join its slice)"
         reason = describe_exit(returncode)
         detail = (dep.health or {}).get("detail")
         if returncode == EXIT_LOAD_FAILED and detail:
@@ -416,7 +454,7 @@ class Supervisor:
         log.info("engine %s pid %s ended: %s (%s)", dep.name, proc.pid, why,
                  describe_exit(exited.result()))
 
-    def _release(self, dep: Deployment) -> None:
+    async def _release(self, dep: Deployment) -> None:
         dep.last_pid = dep.pid
         dep.process = None
         dep.usage = None
@@ -424,8 +462,11 @@ class Supervisor:
         dep.health = None
         dep.socket_path.unlink(missing_ok=True)
         if dep.slice is not None:
-            dep.slice.remove()
-            dep.slice = None
+            slice_, dep.slice = dep.slice, None
+            try:  # it may wait for exiting tasks: off the event loop
+                await asyncio.to_thread(slice_.remove)
+            except SliceError as e:
+                log.error("could not remove the slice of %s: %s", dep.name, e)
 
     async def _after_crash(self, dep: Deployment, why: str) -> bool:
         """Record a crash and back off; False when the deployment has failed for good."""
@@ -469,3 +510,17 @@ class Supervisor:
             dep.id, status=state, reason=reason, pid=dep.pid, event_pid=pid,
             restarts=dep.restarts, ready_at=dep.ready_at, at=time.time())
         dep.state, dep.reason = state, reason
+        if state is State.FAILED:
+            self.node.release(dep.name)  # gave up: its share goes back to the node
+
+
+def _meter(slice_: Slice, pid: int) -> UsageMeter:
+    """Read usage from the slice where it can (the whole slice), else from the process."""
+    if slice_.usage() is None:
+        return UsageMeter(process_reader(pid), "process")
+
+    def read() -> tuple[float, int, int] | None:
+        u = slice_.usage()
+        return None if u is None else (u.cpu_seconds, u.memory_bytes, u.memory_peak_bytes)
+
+    return UsageMeter(read, slice_.info.driver)

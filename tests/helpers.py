@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +27,32 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))
 
 
+# Tests run more deployments than a 2-core machine holds: a roomy node, unless a test
+# is about admission and says otherwise.
+ROOMY_NODE = {"cpus": 16, "memory": "64GiB", "gpus": 0}
+_servers = itertools.count()
+
+
+def slice_parent() -> str:
+    """A slice parent of its own for each test server: servers never touch each other's
+    slices (nor a developer's `berth` running beside the tests)."""
+    return f"berth-test-{os.getpid()}-{next(_servers)}"
+
+
 def write_config(path: Path, *, state_dir: Path, models_dir: Path, port: int = 0,
                  deployments: list[dict[str, Any]] | None = None,
-                 supervisor: dict[str, Any] | None = None) -> Path:
+                 supervisor: dict[str, Any] | None = None,
+                 node: dict[str, Any] | None = None,
+                 tiers: dict[str, dict[str, Any]] | None = None) -> Path:
     """A config.toml for tests: temp state dir, the test models, a fast supervisor."""
     lines = ["[server]", 'host = "127.0.0.1"', f"port = {port}",
              f"state_dir = {_toml_value(state_dir)}", f"models_dir = {_toml_value(models_dir)}",
-             "", "[supervisor]"]
+             "", "[node]"]
+    node = {"slice_parent": slice_parent(), **(node or ROOMY_NODE)}
+    lines += [f"{k} = {_toml_value(v)}" for k, v in node.items()]
+    for name, tier in (tiers or {}).items():
+        lines += ["", f"[tiers.{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in tier.items()]
+    lines += ["", "[supervisor]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in {**FAST_SUPERVISOR,
                                                       **(supervisor or {})}.items()]
     for dep in deployments or []:

@@ -44,12 +44,12 @@ class BerthServer:
     """A `berth serve` subprocess on a free port with a temp state dir."""
 
     def __init__(self, workdir: Path, models_dir: Path, deployments: list[dict[str, Any]],
-                 supervisor: dict[str, Any] | None = None) -> None:
+                 **config: Any) -> None:
         self.port = free_port()
         self.state_dir = workdir / "state"
         self.config = write_config(workdir / "config.toml", state_dir=self.state_dir,
                                    models_dir=models_dir, port=self.port,
-                                   deployments=deployments, supervisor=supervisor)
+                                   deployments=deployments, **config)
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None

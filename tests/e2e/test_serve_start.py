@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -45,3 +46,19 @@ def test_a_second_server_on_the_same_state_dir_is_refused(berth, tmp_path, model
     assert f"cannot listen on 127.0.0.1:{server.port}" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "other-state" / "logs" / "chat.log").exists()
+
+
+def test_a_second_server_on_the_same_slice_parent_is_refused(berth, tmp_path, models_dir):
+    server = berth([{"name": "chat", "model": CHAT_MODEL, "hardware": "micro"}])
+    pid = server.wait_status("chat", "ready")["pid"]
+    parent = tomllib.loads(server.config.read_text())["node"]["slice_parent"]
+    other = write_config(tmp_path / "other.toml", state_dir=tmp_path / "other-state",
+                         models_dir=models_dir, port=0,
+                         node={"slice_parent": parent, "cpus": 4, "memory": "8GiB"},
+                         deployments=[{"name": "chat", "model": CHAT_MODEL,
+                                       "hardware": "micro"}])
+    done = _serve(other)
+    assert done.returncode == 2
+    assert f"slice parent {parent!r}" in done.stderr
+    # the first server's engine was not taken for a stale one
+    assert server.deployment("chat")["pid"] == pid
