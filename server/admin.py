@@ -45,9 +45,11 @@ def deployment_json(dep: Deployment) -> dict[str, Any]:
         "model": dep.model,
         "hardware": dep.tier.name,
         "owner": dep.owner,
+        "source": dep.source,
         "task": str(dep.task) if dep.task else None,
         "status": str(dep.state),
         "reason": dep.reason,
+        "deleting": dep.deleting,
         "pid": dep.pid,
         "restarts": dep.restarts,
         "created_at": iso(dep.created_at),
@@ -100,8 +102,8 @@ async def create_deployment(request: web.Request) -> web.Response:
         raise BadRequest(f"{body.name!r} is not a valid endpoint name: {NAME_RULE}",
                          code="invalid_name", param="name")
     sup = request.app[keys.SUPERVISOR]
-    if sup.get(body.name) is not None:
-        raise _taken(body.name)
+    if (existing := sup.get(body.name)) is not None:
+        raise _taken(body.name, existing.deleting)
     resolved = catalog.check_deployable(body.model, body.hardware, request.app[keys.CONFIG])
     try:
         dep = await sup.create(name=body.name, model=resolved.model_id, hardware=body.hardware,
@@ -113,12 +115,20 @@ async def create_deployment(request: web.Request) -> web.Response:
     return web.json_response(deployment_json(dep), status=201)
 
 
-def _taken(name: str) -> Conflict:
+def _taken(name: str, deleting: bool = False) -> Conflict:
+    if deleting:
+        return Conflict(f"deployment {name!r} is being deleted; try again in a moment",
+                        code="name_taken", param="name")
     return Conflict(f"deployment {name!r} already exists", code="name_taken", param="name")
 
 
 async def delete_deployment(request: web.Request) -> web.Response:
     dep = _get(request)
+    if dep.source == "config":
+        raise Conflict(f"deployment {dep.name!r} is defined in config.toml and would come "
+                       "back at the next start; remove it there, or stop it "
+                       f"(`berth stop {dep.name}`): a stopped deployment stays stopped",
+                       code="defined_in_config")
     sup = request.app[keys.SUPERVISOR]
     await _act(dep, sup.delete(dep, request.app[keys.CONFIG].supervisor.drain_timeout_s))
     return web.json_response({**deployment_json(dep), "status": "deleted"})

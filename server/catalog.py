@@ -432,7 +432,7 @@ def check_deployable(model_id: str, tier_name: str, config: Config, *,
         model_id = entry.id
         task = task or entry.engine_task
         if task is None:
-            raise Unprocessable(f"{entry.id} is a {entry.task} model: "
+            raise Unprocessable(f"{entry.id} is a model for the {entry.task} task: "
                                 f"{entry.unavailable_reason}", code="task_unavailable",
                                 param="model")
         folder = find_entry_weights(entry, models_dir)
@@ -448,7 +448,8 @@ def check_deployable(model_id: str, tier_name: str, config: Config, *,
         task = task or infer_task(folder)
         if task is None:
             raise Unprocessable(f"cannot tell which task {model_id!r} serves from its "
-                                "files; set `task` for the deployment",
+                                "files (config.json names no known architecture); a "
+                                "config.toml deployment can set `task` explicitly",
                                 code="task_unavailable", param="model")
     empty = None  # a folder with a config but no weight files berth can read
     try:
@@ -472,6 +473,7 @@ def check_deployable(model_id: str, tier_name: str, config: Config, *,
         where = (f"{empty} has no weight files berth can read" if empty else
                  f"the weights of {model_id} are not in {models_dir} nor in the Hugging "
                  "Face cache")
-        raise Unprocessable(f"{where}; download them with `berth pull {model_id}`",
+        raise Unprocessable(f"{where}; download them with "
+                            f"`berth pull {model_id} --models-dir {models_dir}`",
                             code="weights_missing", param="model")
     return Resolved(entry, model_id, folder, task, memory)

@@ -34,7 +34,7 @@ class ConfigError(ValueError):
 
 def valid_name(name: str) -> bool:
     """Endpoint names are DNS labels: they end up in paths, cgroups and URLs."""
-    return bool(_NAME_RE.match(name))
+    return bool(_NAME_RE.fullmatch(name))  # not match(): "$" would allow a final "\n"
 
 
 def parse_size(value: int | str) -> int:

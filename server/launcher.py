@@ -13,11 +13,13 @@ import sys
 from pathlib import Path
 from typing import Protocol
 
+from engines import protocol
 from engines.protocol import SPEC_ARG, EngineSpec
 
 log = logging.getLogger(__name__)
 
 PARENT_PID_ENV = "BERTH_PARENT_PID"
+_SOURCE_ROOT = str(Path(protocol.__file__).resolve().parents[1])
 
 
 class EngineProcess(Protocol):
@@ -68,6 +70,9 @@ class LocalLauncher:
             "TOKENIZERS_PARALLELISM": "false",
             "PYTHONUNBUFFERED": "1",
             PARENT_PID_ENV: str(os.getpid()),
+            # the engines of this server's own checkout, whatever else is installed
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (_SOURCE_ROOT, os.environ.get("PYTHONPATH")) if p),
             **(env or {}),
         }
         argv = [*(command_prefix or []), self.python, "-m", "engines", SPEC_ARG, spec.to_json()]

@@ -59,6 +59,7 @@ class Deployment:
     task: Task | None
     dtype: str
     created_at: float
+    source: str  # "config" (config.toml) or "api"
     socket_path: Path
     log_path: Path
     state: State = State.PENDING
@@ -166,12 +167,14 @@ class Supervisor:
         return Deployment(
             id=row.id, name=row.name, model=row.model, tier=tier, owner=row.owner,
             task=Task(row.task) if row.task in set(Task) else None, dtype=dtype,
-            created_at=row.created_at, restarts=row.restarts,
+            created_at=row.created_at, source=row.source, restarts=row.restarts,
             # by id, not name: a Unix socket path must stay under 108 bytes
             socket_path=self.socket_dir / f"{row.id}.sock",
             log_path=self.log_dir / f"{row.name}.log")
 
     def _launch(self, dep: Deployment) -> None:
+        if self._deployments.get(dep.name) is not dep or dep.deleting:
+            raise LookupError(dep.name)  # deleted meanwhile: never start a ghost
         dep.desired_running = True
         dep.wake.clear()
         dep.run_task = asyncio.create_task(self._run(dep), name=f"supervise:{dep.name}")
@@ -193,9 +196,15 @@ class Supervisor:
                 self.node.release(name)
                 raise
             dep = self._handle(row)
+            # Published with its lifecycle lock held: a stop or delete that finds it waits
+            # until its run loop exists, so none can slip in between and leave a ghost.
+            await dep.lock.acquire()
             self._deployments[name] = dep
-        await self._transition(dep, State.PENDING, "created")
-        self._launch(dep)
+        try:
+            await self._transition(dep, State.PENDING, "created")
+            self._launch(dep)
+        finally:
+            dep.lock.release()
         return dep
 
     async def stop(self, dep: Deployment, reason: str = "stopped by a person") -> None:
@@ -304,7 +313,8 @@ class Supervisor:
                 folder = find_weights(dep.model, models_dir)
             except WeightsNotFound as e:
                 await self._transition(dep, State.FAILED,
-                                       f"weights not found: {e}; `berth pull {dep.model}`")
+                                       f"weights not found: {e}; `berth pull {dep.model}"
+                                       f" --models-dir {models_dir}`")
                 return False
         task = dep.task or (entry.engine_task if entry else None) or infer_task(folder)
         if task is None:

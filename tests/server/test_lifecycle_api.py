@@ -24,7 +24,7 @@ async def create(api, **body):
 
 
 @pytest.mark.parametrize("name", ["", "Chat", "a/b", "..", "../x", "a b", "chat_1", "é",
-                                  "-chat", "chat-", "a" * 64, "a\u0000b"])
+                                  "-chat", "chat-", "a" * 64, "a\u0000b", "chat\n"])
 async def test_bad_names_are_400_with_the_pattern(api, name):
     resp = await create(api, name=name)
     assert resp.status == 400
@@ -210,3 +210,46 @@ async def test_delete_lets_an_in_flight_stream_finish(api):
     assert rest.rstrip().endswith(b"data: [DONE]")
     assert (await deleting).status == 200
     assert sup.get("busy") is None
+
+
+def _engines_named(name: str) -> list[int]:
+    """Engine processes of this test process serving deployment `name`."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat[0] == "Z" or b"engines" not in argv:
+            continue
+        spec = next((a for a in argv if a.startswith(b"{")), b"")
+        if f'"name": "{name}"'.encode() in spec and int(stat[1]) == os.getpid():
+            pids.append(int(entry))
+    return pids
+
+
+async def test_a_delete_racing_a_create_leaves_no_ghost_engine(api):
+    sup = supervisor_of(api)
+    for round_ in range(3):
+        name = f"race{round_}"
+
+        async def deletes(name: str = name) -> bool:
+            for _ in range(100):
+                if (await api.delete(f"/api/deployments/{name}")).status == 200:
+                    return True
+                await asyncio.sleep(0)
+            return False
+
+        created, *deleted = await asyncio.gather(create(api, name=name), deletes(), deletes())
+        assert created.status == 201
+        if not any(deleted):  # the create won outright: delete it now
+            assert (await api.delete(f"/api/deployments/{name}")).status == 200
+        assert sup.get(name) is None
+        await asyncio.sleep(0.5)
+        assert _engines_named(name) == []
+        assert (await api.get(f"/api/deployments/{name}")).status == 404

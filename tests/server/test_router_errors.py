@@ -160,3 +160,15 @@ async def test_admin_lists_deployments(make_client):
     resp = await client.get("/api/deployments/ghost/logs?tail=abc")
     assert resp.status == 400
     assert_error(await resp.json(), param="tail")
+
+
+async def test_a_config_deployment_cannot_be_deleted_by_the_api(make_client):
+    client = await make_client(deployments=[
+        {"name": "ghost", "model": "nobody/missing-model", "hardware": "micro"}])
+    resp = await client.delete("/api/deployments/ghost")
+    assert resp.status == 409
+    body = await resp.json()
+    assert_error(body, code="defined_in_config")
+    assert "config.toml" in body["error"]["message"]
+    dep = await (await client.get("/api/deployments/ghost")).json()
+    assert dep["source"] == "config"
