@@ -140,6 +140,23 @@ def setup_torch(spec: EngineSpec) -> tuple[Any, str]:
     return getattr(torch, name), ("cuda" if has_gpu else "cpu")
 
 
+def load_pretrained(spec: EngineSpec, model_class: Any,
+                    dtype: Any = None) -> tuple[Any, Any, Any, str]:
+    """(tokenizer, model in eval mode, dtype, device) from spec.model_path, local files
+    only; `dtype` overrides the spec's (embeddings stay in float32). Blocking."""
+    from transformers import AutoTokenizer
+
+    check_model_dir(spec)
+    spec_dtype, device = setup_torch(spec)
+    dtype = dtype or spec_dtype
+    quiet_transformers()
+    opts: dict[str, Any] = {"local_files_only": True, "trust_remote_code": spec.trust_remote_code}
+    tokenizer = AutoTokenizer.from_pretrained(spec.model_path, **opts)
+    model = model_class.from_pretrained(spec.model_path, dtype=dtype, device_map=device, **opts)
+    model.eval()
+    return tokenizer, model, dtype, device
+
+
 def quiet_transformers() -> None:
     """No progress bars in an engine's log file."""
     import transformers

@@ -19,15 +19,13 @@ import numpy as np
 import torch
 from aiohttp import web
 from pydantic import BaseModel
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel
 
 from engines.base import (
     RequestError,
     Worker,
-    check_model_dir,
-    quiet_transformers,
+    load_pretrained,
     sane_length,
-    setup_torch,
 )
 from engines.protocol import EmbeddingRequest, EngineSpec
 
@@ -38,15 +36,7 @@ BATCH = 32
 
 def load(spec: EngineSpec, worker: Worker) -> EmbeddingEngine:
     """Loads tokenizer and encoder from spec.model_path (local files only); blocking."""
-    check_model_dir(spec)
-    _, device = setup_torch(spec)
-    quiet_transformers()
-    opts: dict[str, Any] = {"local_files_only": True, "trust_remote_code": spec.trust_remote_code}
-    tokenizer = AutoTokenizer.from_pretrained(spec.model_path, **opts)
-    model = AutoModel.from_pretrained(
-        spec.model_path, dtype=torch.float32, device_map=device, **opts
-    )
-    model.eval()
+    tokenizer, model, _, _ = load_pretrained(spec, AutoModel, dtype=torch.float32)
     folder = Path(spec.model_path)
     engine = EmbeddingEngine(spec, model, tokenizer, worker, folder_settings(folder))
     log.info(

@@ -15,16 +15,14 @@ from typing import Any
 import jinja2
 from aiohttp import web
 from pydantic import BaseModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 from engines import protocol
 from engines.base import (
     RequestError,
     Worker,
-    check_model_dir,
-    quiet_transformers,
+    load_pretrained,
     sane_length,
-    setup_torch,
 )
 from engines.generate import Delta, Generator, Sampling
 from engines.protocol import ChatCompletionRequest, CompletionRequest, EngineSpec
@@ -36,15 +34,7 @@ DEFAULT_MAX_TOKENS = 256
 
 def load(spec: EngineSpec, worker: Worker) -> TextEngine:
     """Loads tokenizer and model from spec.model_path (local files only); blocking."""
-    check_model_dir(spec)
-    dtype, device = setup_torch(spec)
-    quiet_transformers()
-    opts: dict[str, Any] = {"local_files_only": True, "trust_remote_code": spec.trust_remote_code}
-    tokenizer = AutoTokenizer.from_pretrained(spec.model_path, **opts)
-    model = AutoModelForCausalLM.from_pretrained(
-        spec.model_path, dtype=dtype, device_map=device, **opts
-    )
-    model.eval()
+    tokenizer, model, dtype, device = load_pretrained(spec, AutoModelForCausalLM)
     log.info("loaded %s (%s, %s on %s)", spec.model_path, type(model).__name__, dtype, device)
     return TextEngine(spec, Generator(model, tokenizer, worker))
 
