@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.e2e.conftest import CHAT_MODEL, free_port  # noqa: E402
-from tests.helpers import write_config  # noqa: E402
+from tests.helpers import ADMIN_TOKEN, AUTH, write_config  # noqa: E402
 
 BODY = {"model": "chat", "prompt": "hi", "max_tokens": 1, "temperature": 0}
 
@@ -79,7 +80,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def measure(port: int, bare_port: int, sock: Path, n: int, clients: int) -> None:
-    tcp = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients))
+    tcp = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients), headers=AUTH)
     uds = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock), limit=clients))
     paths = {
         "direct": (uds, "http://engine/v1/completions"),
@@ -134,14 +135,15 @@ def main() -> int:
     log = open(work / "server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--config",
                              str(config), "--log-level", "WARNING"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                            env={**os.environ, "BERTH_ADMIN_TOKEN": ADMIN_TOKEN})
     try:
         deadline = time.monotonic() + 120
         sock = None
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(
-                        f"http://127.0.0.1:{port}/api/deployments/chat") as r:
+                with urllib.request.urlopen(urllib.request.Request(
+                        f"http://127.0.0.1:{port}/api/deployments/chat", headers=AUTH)) as r:
                     if json.load(r)["status"] == "ready":
                         sock = next((work / "state" / "run").glob("*.sock"))
                         break

@@ -81,7 +81,7 @@ def _not_found(name: str) -> NotFound:
     return NotFound(f"deployment {name!r} does not exist", code="deployment_not_found")
 
 
-async def _json_body(request: web.Request, model: type[BaseModel]) -> Any:
+async def json_body(request: web.Request, model: type[BaseModel]) -> Any:
     try:
         data = await request.json()
     except (ValueError, RecursionError) as e:
@@ -97,7 +97,7 @@ async def _json_body(request: web.Request, model: type[BaseModel]) -> Any:
 
 
 async def create_deployment(request: web.Request) -> web.Response:
-    body: CreateDeployment = await _json_body(request, CreateDeployment)
+    body: CreateDeployment = await json_body(request, CreateDeployment)
     if not valid_name(body.name):
         raise BadRequest(f"{body.name!r} is not a valid endpoint name: {NAME_RULE}",
                          code="invalid_name", param="name")

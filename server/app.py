@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from server import keys, routes
+from server.auth import Keyring, admin_token, auth_middleware
 from server.capacity import Node, detect_gpus
 from server.config import Config, ConfigError
 from server.errors import error_middleware
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[error_middleware],
+    app = web.Application(middlewares=[error_middleware, auth_middleware],
                           client_max_size=config.server.max_body_bytes)
     app[keys.CONFIG] = config
     app.cleanup_ctx.append(_store)
@@ -31,12 +32,19 @@ def create_app(config: Config) -> web.Application:
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
-    config.server.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    lock = StateLock.for_state_dir(config.server.state_dir)
+    state_dir = config.server.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    state_dir.chmod(0o700)  # tokens, keys' hashes and the database live here
+    lock = StateLock.for_state_dir(state_dir)
     lock.acquire()  # StateDirBusy: another server owns this state dir
     try:
-        store = await Store.open(config.server.state_dir / "berth.db")
+        store = await Store.open(state_dir / "berth.db")
         app[keys.STORE] = store
+        token, source = admin_token(state_dir)
+        keyring = Keyring(token)
+        keyring.load(await store.list_keys())
+        app[keys.KEYRING] = keyring
+        log.info("admin token: %s (the berth CLI reads it from there when local)", source)
         try:
             yield
         finally:

@@ -263,7 +263,19 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 # -- client commands ---------------------------------------------------------------------
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.url, args.token)
+    token = args.token or os.environ.get("BERTH_TOKEN") or _local_admin_token()
+    return Client(args.url, token)
+
+
+def _local_admin_token() -> str | None:
+    """The admin token of the server whose config.toml is in this folder, when local."""
+    try:
+        from server.config import ConfigError, load_config
+
+        path = load_config("config.toml").server.state_dir / "admin.token"
+        return path.read_text().strip() or None
+    except (ConfigError, OSError):
+        return None
 
 
 def _deploy(args: argparse.Namespace) -> int:

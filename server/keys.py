@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from server.auth import Keyring
     from server.config import Config
     from server.store import Store
     from server.supervisor import Supervisor
@@ -14,3 +15,4 @@ if TYPE_CHECKING:
 CONFIG: web.AppKey[Config] = web.AppKey("config")
 STORE: web.AppKey[Store] = web.AppKey("store")
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor")
+KEYRING: web.AppKey[Keyring] = web.AppKey("keyring")

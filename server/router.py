@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from engines.protocol import REQUEST_BODIES, TASK_ROUTES, describe_validation_error, error_body
 from server import keys
+from server.auth import principal
 from server.errors import BadRequest, NotFound, Unavailable
 from server.states import State
 from server.supervisor import Deployment
@@ -32,7 +33,9 @@ _SMALL_BODY = 1 << 20  # answers up to this size are read whole and sent in one 
 async def list_models(request: web.Request) -> web.Response:
     sup = request.app[keys.SUPERVISOR]
     only = request.match_info.get("name")
-    deps = [d for d in sup.all() if only is None or d.name == only]
+    caller = principal(request)
+    deps = [d for d in sup.all()
+            if (only is None or d.name == only) and caller.may_call(d.owner)]
     if only is not None and not deps:
         raise _unknown(only)
     return web.json_response({"object": "list", "data": [
@@ -68,8 +71,8 @@ async def inference(request: web.Request) -> web.StreamResponse:
         raise BadRequest("you must provide a model parameter (the endpoint name)",
                          code="missing_model", param="model")
     dep = request.app[keys.SUPERVISOR].get(name)
-    if dep is None:
-        raise _unknown(name)
+    if dep is None or not principal(request).may_call(dep.owner):
+        raise _unknown(name)  # another user's endpoint does not exist, as far as you know
     _check_serves(dep, route)
     if dep.deleting:
         raise Unavailable(f"deployment {dep.name!r} is being deleted",

@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from engines.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from server import admin, openapi, router
+from server import accounts, admin, openapi, router
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -65,6 +65,13 @@ ROUTES: tuple[Route, ...] = (
           "with times and reasons (?limit=)", "admin"),
     Route("GET", "/api/deployments/{name}/logs", admin.deployment_logs, "The engine's log "
           "(?tail=N, or ?offset=B to follow)", "admin"),
+    Route("GET", "/api/users", accounts.list_users, "Every user", "admin"),
+    Route("POST", "/api/users", accounts.create_user, "Create a user", "admin",
+          body=accounts.CreateUser),
+    Route("POST", "/api/users/{user}/keys", accounts.create_key, "A new API key for a user "
+          "(shown this once)", "admin", body=accounts.CreateKey),
+    Route("GET", "/api/keys", accounts.list_keys, "Every API key (no secrets)", "admin"),
+    Route("DELETE", "/api/keys/{id}", accounts.revoke_key, "Revoke a key (at once)", "admin"),
 )
 
 

@@ -54,6 +54,22 @@ MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX events_by_deployment ON events(deployment_id, id);
     """,
+    # 2: users and their API keys (only a hash of each key is kept)
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        name TEXT,
+        hash TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    """,
 )
 
 
@@ -236,12 +252,76 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?)",
                 (deployment_id, at, status, reason, event_pid if event_pid else pid))
 
+    # --- users and API keys ---------------------------------------------------------
+
+    async def create_user(self, name: str) -> UserRow:
+        """NameTaken if a user has the name."""
+        try:
+            async with self._transaction() as db:
+                await db.execute("INSERT INTO users (name, created_at) VALUES (?, ?)",
+                                 (name, time.time()))
+        except sqlite3.IntegrityError:
+            raise NameTaken(name) from None
+        user = await self.get_user(name)
+        assert user is not None
+        return user
+
+    async def get_user(self, name: str) -> UserRow | None:
+        async with self._db.execute("SELECT * FROM users WHERE name=?", (name,)) as cur:
+            row = await cur.fetchone()
+        return UserRow(**dict(row)) if row else None
+
+    async def list_users(self) -> list[UserRow]:
+        async with self._db.execute("SELECT * FROM users ORDER BY name") as cur:
+            return [UserRow(**dict(r)) for r in await cur.fetchall()]
+
+    async def create_key(self, *, key_id: str, user_id: int, name: str | None,
+                         key_hash: str) -> KeyRow:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO api_keys (id, user_id, name, hash, created_at)"
+                " VALUES (?, ?, ?, ?, ?)", (key_id, user_id, name, key_hash, time.time()))
+        keys = [k for k in await self.list_keys() if k.id == key_id]
+        return keys[0]
+
+    async def revoke_key(self, key_id: str) -> bool:
+        """True if a live key was revoked now."""
+        async with self._transaction() as db:
+            cur = await db.execute(
+                "UPDATE api_keys SET revoked_at=? WHERE id=? AND revoked_at IS NULL",
+                (time.time(), key_id))
+            return cur.rowcount == 1
+
+    async def list_keys(self) -> list[KeyRow]:
+        async with self._db.execute(
+                "SELECT k.id, u.name AS user, k.name, k.hash, k.created_at, k.revoked_at"
+                " FROM api_keys k JOIN users u ON u.id = k.user_id ORDER BY k.created_at"
+                ) as cur:
+            return [KeyRow(**dict(r)) for r in await cur.fetchall()]
+
     async def events(self, deployment_id: int, limit: int = 100) -> list[EventRow]:
         async with self._db.execute(
                 "SELECT * FROM events WHERE deployment_id=? ORDER BY id DESC LIMIT ?",
                 (deployment_id, limit)) as cur:
             rows = list(await cur.fetchall())
         return [EventRow(**dict(r)) for r in reversed(rows)]
+
+
+@dataclass(frozen=True)
+class UserRow:
+    id: int
+    name: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    id: str
+    user: str
+    name: str | None
+    hash: str
+    created_at: float
+    revoked_at: float | None
 
 
 def _deployment(row: Any) -> DeploymentRow:

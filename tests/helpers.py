@@ -27,6 +27,9 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))
 
 
+ADMIN_TOKEN = "test-admin-token-not-secret"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
 # Tests run more deployments than a 2-core machine holds: a roomy node, unless a test
 # is about admission and says otherwise.
 ROOMY_NODE = {"cpus": 16, "memory": "64GiB", "gpus": 0}

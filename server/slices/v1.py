@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import stat
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,8 @@ class CgroupV1Driver:
     def __init__(self, root: str | os.PathLike[str] = "/sys/fs/cgroup", parent: str = "berth",
                  *, dev_dir: str | os.PathLike[str] = "/dev") -> None:
         self.root = Path(root)
+        # slices are made from worker threads: one at a time (they share the parent dir)
+        self._lock = threading.Lock()
         self.parent = parent
         self.dev_dir = Path(dev_dir)
 
@@ -100,6 +103,10 @@ class CgroupV1Driver:
     # -- Driver
 
     def create(self, spec: SliceSpec) -> Slice:
+        with self._lock:
+            return self._create(spec)
+
+    def _create(self, spec: SliceSpec) -> Slice:
         common.check_spec(spec)
         bases = self.bases(CONTROLLERS + (GPU_CONTROLLERS if spec.gpus else ()))
         made: list[Path] = []

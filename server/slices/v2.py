@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +91,8 @@ class CgroupV2Driver:
                  *, base: str | None = None) -> None:
         """`base`: the cgroup (relative to root) to nest under; default: the server's own."""
         self.root = Path(root)
+        # slices are made from worker threads: one at a time (they share the parent dir)
+        self._lock = threading.Lock()
         self.parent = parent
         self._base = base
 
@@ -193,6 +196,10 @@ class CgroupV2Driver:
     # -- Driver
 
     def create(self, spec: SliceSpec) -> Slice:
+        with self._lock:
+            return self._create(spec)
+
+    def _create(self, spec: SliceSpec) -> Slice:
         check_spec(spec)
         parent, controllers = self._ensure_parent()
         if spec.cores is not None and "cpuset" not in controllers:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import write_config
+from tests.helpers import ADMIN_TOKEN, AUTH, write_config
 
 CHAT_MODEL = "berth-demo/tiny-random-llama-chat"
 EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -53,18 +53,18 @@ class BerthServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(base_url=self.url, timeout=60)
+        self.http = httpx.Client(base_url=self.url, timeout=60, headers=AUTH)
         self.engine_pids: set[int] = set()
 
     def start(self) -> BerthServer:
         """Start (or, after stop(), start again on the same state dir and port)."""
         if self.http.is_closed:
-            self.http = httpx.Client(base_url=self.url, timeout=60)
+            self.http = httpx.Client(base_url=self.url, timeout=60, headers=AUTH)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "server.cli", "serve", "--config", str(self.config)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                start_new_session=True, env={**os.environ, "BERTH_ADMIN_TOKEN": ADMIN_TOKEN})
         self.wait(lambda: self._get("/healthz") is not None, 30, "server answering")
         return self
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import CHAT_MODEL, BerthServer, pid_alive
+from tests.helpers import ADMIN_TOKEN
 
 pytestmark = pytest.mark.e2e
 
@@ -30,6 +31,7 @@ def server(berth_module) -> BerthServer:
 def cli_env(server: BerthServer) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
     env["BERTH_URL"] = server.url
+    env["BERTH_TOKEN"] = ADMIN_TOKEN
     env["PYTHONPATH"] = str(ROOT)
     token = server.state_dir / "admin.token"
     if token.is_file():  # where the admin API wants a token, the CLI sends it

@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from tests.e2e.conftest import CHAT_MODEL, EMBED_MODEL
+from tests.helpers import ADMIN_TOKEN, AUTH
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +31,7 @@ def server(berth_module):
 
 @pytest.fixture(scope="module")
 def client(server):
-    with openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0) as c:
+    with openai.OpenAI(base_url=server.url + "/v1", api_key=ADMIN_TOKEN, max_retries=0) as c:
         yield c
 
 
@@ -85,7 +86,7 @@ def test_seeded_sampling_is_deterministic_and_n_gives_n_choices(client):
 
 
 def test_endpoint_prefix_route_needs_no_model(server):
-    with openai.OpenAI(base_url=server.url + "/endpoints/chat/v1", api_key="x",
+    with openai.OpenAI(base_url=server.url + "/endpoints/chat/v1", api_key=ADMIN_TOKEN,
                        max_retries=0) as c:
         out = c.completions.create(model="", prompt="hello", max_tokens=3, temperature=0)
     assert len(out.choices) == 1
@@ -151,7 +152,7 @@ def test_client_disconnect_mid_stream_stops_the_generation(server):
     """Drop a long stream after its first chunk: the engine stops generating."""
     body = {"model": "chat", "prompt": "once upon a time", "max_tokens": 400,
             "temperature": 0, "stream": True}
-    with httpx.Client(base_url=server.url, timeout=30) as h, \
+    with httpx.Client(base_url=server.url, timeout=30, headers=AUTH) as h, \
             h.stream("POST", "/v1/completions", json=body) as resp:
         assert resp.status_code == 200
         next(resp.iter_bytes())

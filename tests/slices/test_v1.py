@@ -261,3 +261,16 @@ def test_join_prefix_runs_the_engine_argv(v1: CgroupV1Driver) -> None:
                          capture_output=True, text=True, timeout=30).stdout
     assert out.strip() == str(["a b", "--", "$$"])
     sl.remove()
+
+
+def test_slices_made_at_once_from_threads_all_succeed(v1: CgroupV1Driver) -> None:
+    """The supervisor makes slices from worker threads; a fresh parent dir is shared."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        slices = list(pool.map(lambda i: v1.create(spec(f"par{i}")), range(4)))
+    try:
+        assert sorted(s.info.path for s in slices) == [f"{v1.parent}/par{i}" for i in range(4)]
+    finally:
+        for s in slices:
+            s.remove()
