@@ -56,6 +56,9 @@ def deployment_json(dep: Deployment) -> dict[str, Any]:
         "ready_at": iso(dep.ready_at),
         "retry_at": iso(dep.retry_at),
         "endpoint": f"/endpoints/{dep.name}/v1",
+        "requests": {"active": dep.gate.active, "queued": dep.gate.waiting,
+                     "max_concurrent": dep.gate.max_concurrent,
+                     "max_queued": dep.gate.max_queued},
         "slice": dep.slice.info.as_json() if dep.slice else None,
         "usage": {
             "cpu_percent": round(dep.usage.cpu_percent, 1) if dep.usage else None,
@@ -225,8 +228,8 @@ async def deployment_logs(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     deps = request.app[keys.SUPERVISOR].all()
-    return web.json_response({"status": "ok", "deployments": {
-        d.name: str(d.state) for d in deps}})
+    return web.json_response({"status": "ok", "tasks": len(asyncio.all_tasks()),
+                              "deployments": {d.name: str(d.state) for d in deps}})
 
 
 def _int_query(request: web.Request, key: str, default: int, lo: int, hi: int) -> int:

@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -147,6 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
                 "  berth models")
     _json_option(p)
 
+    p = command("users", _users, "create a user, or list them",
+                "  berth users create alice\n  berth users")
+    p.add_argument("verb", nargs="?", choices=["create", "ls"], default="ls")
+    p.add_argument("name", nargs="?", help="the new user's name (create)")
+    _json_option(p)
+
+    p = command("keys", _keys, "API keys: create one for a user (shown once), list, revoke",
+                "  berth keys create --user alice --name laptop\n  berth keys ls\n"
+                "  berth keys revoke 3f2a9c1b7d00")
+    p.add_argument("verb", choices=["create", "ls", "revoke"])
+    p.add_argument("id", nargs="?", help="the key id (revoke)")
+    p.add_argument("--user", help="whose key (create)")
+    p.add_argument("--name", help="a label for the key (create)")
+    _json_option(p)
+
     p = command("pull", _pull, "download a model's weights from the Hugging Face Hub "
                 "(on this machine, not through the server)",
                 "  berth pull facebook/opt-125m --config config.toml\n"
@@ -276,6 +292,56 @@ def _local_admin_token() -> str | None:
         return path.read_text().strip() or None
     except (ConfigError, OSError):
         return None
+
+
+def _users(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.verb == "create":
+        if not args.name:
+            return _fail("berth users create NAME: the name is missing")
+        user = client.request("POST", "/api/users", {"name": args.name})
+        if args.json:
+            fmt.print_json(user)
+        else:
+            print(f"created user {user['name']}")
+        return 0
+    users = client.get("/api/users")["data"]
+    if args.json:
+        fmt.print_json({"data": users})
+    else:
+        print(fmt.table(["NAME", "CREATED"], [[u["name"], u["created_at"]] for u in users]))
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.verb == "create":
+        if not args.user:
+            return _fail("berth keys create: --user is required")
+        body = {"name": args.name} if args.name else {}
+        key = client.request("POST", f"/api/users/{urllib.parse.quote(args.user, safe='')}"
+                             "/keys", body)
+        if args.json:
+            fmt.print_json(key)
+        else:
+            print(key["key"])
+            print(f"(key {key['id']} for {key['user']}: shown this once, only a hash is kept)",
+                  file=sys.stderr)
+        return 0
+    if args.verb == "revoke":
+        if not args.id:
+            return _fail("berth keys revoke ID: the key id is missing (see `berth keys ls`)")
+        client.request("DELETE", f"/api/keys/{urllib.parse.quote(args.id, safe='')}")
+        print(f"revoked key {args.id}")
+        return 0
+    keys = client.get("/api/keys")["data"]
+    if args.json:
+        fmt.print_json({"data": keys})
+    else:
+        print(fmt.table(["ID", "USER", "NAME", "CREATED", "REVOKED"],
+                        [[k["id"], k["user"], k["name"], k["created_at"], k["revoked_at"]]
+                         for k in keys]))
+    return 0
 
 
 def _deploy(args: argparse.Namespace) -> int:

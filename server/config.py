@@ -86,6 +86,17 @@ class SupervisorConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """Admission limits of each deployment (server.limits.Gate); [[deployments]] may
+    override max_concurrent and max_queued."""
+
+    max_concurrent: int = 4  # requests proxied to one engine at once
+    max_queued: int = 32  # requests waiting for a slot beyond that; more get 429
+    queue_timeout_s: float = 30.0  # a request waiting longer gets 503
+    retry_after_s: int = 2  # the Retry-After of those 429 and 503 answers
+
+
+@dataclass(frozen=True)
 class Tier:
     name: str
     cpus: int
@@ -102,6 +113,8 @@ class DeploymentConfig:
     owner: str = "admin"
     task: str | None = None
     dtype: str = "auto"
+    max_concurrent: int | None = None  # None: [limits] max_concurrent
+    max_queued: int | None = None  # None: [limits] max_queued
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,7 @@ class Config:
     currency: str
     tiers: dict[str, Tier]
     deployments: tuple[DeploymentConfig, ...] = field(default_factory=tuple)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 DEFAULT_TIERS = {
@@ -228,9 +242,14 @@ _CHECKS: dict[type, dict[str, Check]] = {
         "stable_after_s": _number(0, above=False), "drain_timeout_s": _number(0, above=False),
         "health_misses": _int(1), "crash_limit": _int(1),
     },
+    LimitsConfig: {
+        "max_concurrent": _int(1), "max_queued": _int(0),
+        "queue_timeout_s": _number(0, above=True), "retry_after_s": _int(1),
+    },
     DeploymentConfig: {
         "name": _name, "model": _text, "hardware": _text, "owner": _text,
         "task": _one_of(Task), "dtype": _one_of(DTYPES),
+        "max_concurrent": _int(1), "max_queued": _int(0),
     },
 }
 _TIER_CHECKS: dict[str, Check] = {
@@ -254,7 +273,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> Config:
     where = str(path) if path else "<config>"
     base = path.parent.resolve() if path else Path.cwd()
-    _only(raw, {"server", "node", "supervisor", "billing", "tiers", "deployments"}, where, "")
+    _only(raw, {"server", "node", "supervisor", "limits", "billing", "tiers", "deployments"},
+          where, "")
 
     server: ServerConfig = _section(ServerConfig, raw.get("server", {}), where, "server")
     server = replace(server, state_dir=(base / server.state_dir).resolve(),
@@ -270,6 +290,7 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> Config:
         raise ConfigError(f"{where}: supervisor.backoff_max_s: expected a number >= "
                           f"backoff_initial_s ({supervisor.backoff_initial_s:g}), "
                           f"got {supervisor.backoff_max_s:g}")
+    limits: LimitsConfig = _section(LimitsConfig, raw.get("limits", {}), where, "limits")
 
     billing = raw.get("billing", {})
     _only(billing, {"currency"}, where, "billing")
@@ -300,7 +321,8 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> Config:
         deployments.append(dep)
 
     return Config(path=path, server=server, node=node, supervisor=supervisor,
-                  currency=currency, tiers=tiers, deployments=tuple(deployments))
+                  currency=currency, tiers=tiers, deployments=tuple(deployments),
+                  limits=limits)
 
 
 def _tier(name: str, raw: Any, where: str) -> Tier:

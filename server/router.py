@@ -74,17 +74,24 @@ async def inference(request: web.Request) -> web.StreamResponse:
     if dep is None or not principal(request).may_call(dep.owner):
         raise _unknown(name)  # another user's endpoint does not exist, as far as you know
     _check_serves(dep, route)
+    _check_open(dep)
+    # A full queue raises QueueFull (429), a long wait QueueTimeout (503): both ApiErrors.
+    async with dep.gate.slot():
+        _check_open(dep)  # again: it may have crashed, stopped or be deleting meanwhile
+        dep.enter()
+        try:
+            return await _proxy(request, dep, route, raw,
+                                stream=bool(getattr(body, "stream", False)))
+        finally:
+            dep.leave()
+
+
+def _check_open(dep: Deployment) -> None:
     if dep.deleting:
         raise Unavailable(f"deployment {dep.name!r} is being deleted",
                           code="deployment_deleting")
     if not dep.ready:
         raise _not_ready(dep)
-    dep.enter()
-    try:
-        return await _proxy(request, dep, route, raw,
-                            stream=bool(getattr(body, "stream", False)))
-    finally:
-        dep.leave()
 
 
 def _unknown(name: str) -> NotFound:

@@ -36,6 +36,7 @@ from server import catalog
 from server.capacity import InsufficientCapacity, Node
 from server.config import Config, Tier
 from server.launcher import EngineProcess, LocalLauncher
+from server.limits import Gate
 from server.slices import EXIT_JOIN_FAILED, Driver, NoneDriver, Slice, SliceError, SliceSpec
 from server.states import State
 from server.store import DeploymentRow, NameTaken, Store
@@ -62,6 +63,7 @@ class Deployment:
     source: str  # "config" (config.toml) or "api"
     socket_path: Path
     log_path: Path
+    gate: Gate  # admission: max_concurrent requests at the engine, max_queued waiting
     state: State = State.PENDING
     reason: str | None = None
     pid: int | None = None
@@ -164,13 +166,16 @@ class Supervisor:
 
     def _handle(self, row: DeploymentRow, dtype: str = "auto") -> Deployment:
         tier = self.config.tiers.get(row.hardware) or Tier(row.hardware, 1, 0, 0, Decimal(0))
+        own = next((c for c in self.config.deployments
+                    if c.name == row.name and row.source == "config"), None)
         return Deployment(
             id=row.id, name=row.name, model=row.model, tier=tier, owner=row.owner,
             task=Task(row.task) if row.task in set(Task) else None, dtype=dtype,
             created_at=row.created_at, source=row.source, restarts=row.restarts,
             # by id, not name: a Unix socket path must stay under 108 bytes
             socket_path=self.socket_dir / f"{row.id}.sock",
-            log_path=self.log_dir / f"{row.name}.log")
+            log_path=self.log_dir / f"{row.name}.log",
+            gate=Gate.from_config(row.name, self.config.limits, own))
 
     def _launch(self, dep: Deployment) -> None:
         if self._deployments.get(dep.name) is not dep or dep.deleting:

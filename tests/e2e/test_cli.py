@@ -161,3 +161,20 @@ def test_logs_follow_prints_new_lines_and_ends_quietly_on_ctrl_c(server, tmp_pat
                 proc.kill()
                 proc.wait()
     assert (tmp_path / "err").read_text() == ""
+
+
+def test_users_and_keys_through_the_cli(server: BerthServer) -> None:
+    ok(berth(server, "users", "create", "erin"))
+    assert "erin" in ok(berth(server, "users"))
+    made = berth(server, "keys", "create", "--user", "erin", "--name", "laptop")
+    key = ok(made).strip()
+    assert key.startswith("bk_") and "shown this once" in made.stderr
+    headers = {"Authorization": f"Bearer {key}"}
+    resp = server.http.get("/v1/models", headers=headers)
+    assert resp.status_code == 200 and resp.json()["data"] == []  # erin owns nothing yet
+    key_id = key.split("_")[1]
+    assert key_id in ok(berth(server, "keys", "ls"))
+    ok(berth(server, "keys", "revoke", key_id))
+    assert server.http.get("/v1/models", headers=headers).status_code == 401
+    assert "no live key" in one_line_error(berth(server, "keys", "revoke", key_id))
+    assert "--user" in one_line_error(berth(server, "keys", "create"))

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from server.config import _CHECKS, ConfigError, load_config, parse_size, valid_name
+from server.config import (
+    _CHECKS,
+    ConfigError,
+    LimitsConfig,
+    load_config,
+    parse_size,
+    valid_name,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,6 +27,16 @@ def test_default_config_reads_the_seed_tiers_and_two_deployments():
     assert config.tiers["large"].price_per_hour == Decimal("0.264")
     assert [d.name for d in config.deployments] == ["embed", "chat"]
     assert config.server.state_dir == (ROOT / "state").resolve()
+    assert config.limits == LimitsConfig()  # the file documents the built-in defaults
+    assert (config.limits.max_concurrent, config.limits.max_queued,
+            config.limits.queue_timeout_s, config.limits.retry_after_s) == (4, 32, 30.0, 2)
+    assert [(d.max_concurrent, d.max_queued) for d in config.deployments] == [(None, None)] * 2
+
+
+def test_limits_default_when_the_section_is_absent(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text("")
+    assert load_config(path).limits == LimitsConfig(4, 32, 30.0, 2)
 
 
 @pytest.mark.parametrize(("text", "needle"), [
@@ -107,6 +124,17 @@ DEP = 'name = "a"\nmodel = "m"\nhardware = "micro"\n'
     ("[supervisor]\nbackoff_initial_s = 10\nbackoff_max_s = 5\n",
      "supervisor.backoff_max_s: expected a number >= backoff_initial_s (10), got 5"),
     ("[supervisor]\nbackoff_initial_s = 100\n", "supervisor.backoff_max_s: expected a number >="),
+    # limits
+    *[(f"[limits]\n{key} = {bad}\n", f"limits.{key}: expected an integer >= 1, got")
+      for key in ("max_concurrent", "retry_after_s") for bad in ("0", "-1", "1.5", "true", '"4"')],
+    *[(f"[limits]\nmax_queued = {bad}\n", "limits.max_queued: expected an integer >= 0, got")
+      for bad in ("-1", "2.5", "false", '"32"')],
+    *[(f"[limits]\nqueue_timeout_s = {bad}\n", "limits.queue_timeout_s: expected a number > 0")
+      for bad in ("0", "-1", "nan", "inf", "true", '"30"')],
+    ("[limits]\nmax_concurent = 4\n", "limits.max_concurent: unknown key; expected one of "
+     "max_concurrent, max_queued, queue_timeout_s, retry_after_s"),
+    ("limits = 4\n", "limits: expected a table, got 4"),
+    ("[[limits]]\nmax_queued = 1\n", "limits: expected a table"),
     # deployments
     ('deployments = "x"\n', "deployments: expected an array of tables"),
     ("[deployments]\nname = 'a'\n", "deployments: expected an array of tables"),
@@ -130,6 +158,15 @@ DEP = 'name = "a"\nmodel = "m"\nhardware = "micro"\n'
     (f'[[deployments]]\n{DEP}\n[[deployments]]\nname = "b"\nmodel = "m"\nhardware = "gpu"\n',
      "deployments[1].hardware: unknown tier 'gpu'"),
     (f"[[deployments]]\n{DEP}gpus = 1\n", "deployments[0].gpus: unknown key"),
+    (f"[[deployments]]\n{DEP}max_concurrent = 0\n",
+     "deployments[0].max_concurrent: expected an integer >= 1, got 0"),
+    (f"[[deployments]]\n{DEP}max_concurrent = 2.0\n",
+     "deployments[0].max_concurrent: expected an integer >= 1, got 2.0"),
+    (f"[[deployments]]\n{DEP}max_queued = -1\n",
+     "deployments[0].max_queued: expected an integer >= 0, got -1"),
+    (f'[[deployments]]\n{DEP}max_queued = "8"\n',
+     "deployments[0].max_queued: expected an integer >= 0, got '8'"),
+    (f"[[deployments]]\n{DEP}queue_timeout_s = 5\n", "deployments[0].queue_timeout_s: unknown key"),
 ])
 def test_bad_value_names_file_key_and_what_was_expected(tmp_path, text, needle):
     path = tmp_path / "config.toml"
@@ -148,10 +185,13 @@ def test_edge_values_that_are_fine_are_accepted(tmp_path):
         "[supervisor]\nstable_after_s = 0\ndrain_timeout_s = 0\nbackoff_initial_s = 2\n"
         "backoff_max_s = 2\nhealth_interval_s = 0.5\nhealth_misses = 1\ncrash_limit = 1\n"
         '[billing]\ncurrency = "EUR"\n'
+        "[limits]\nmax_concurrent = 1\nmax_queued = 0\nqueue_timeout_s = 1\nretry_after_s = 1\n"
         "[tiers.micro]\nprice_per_hour = 0.5\nmemory = 1073741824\n"
         '[tiers.free]\nprice_per_hour = "0"\n'
         f'[[deployments]]\n{DEP}task = "embeddings"\ndtype = "bfloat16"\nowner = "ann"\n'
-        '[[deployments]]\nname = "b"\nmodel = "m"\nhardware = "free"\ntask = "text"\n')
+        '[[deployments]]\nname = "b"\nmodel = "m"\nhardware = "free"\ntask = "text"\n'
+        "max_concurrent = 16\nmax_queued = 0\n"
+        '[[deployments]]\nname = "c"\nmodel = "m"\nhardware = "micro"\nmax_queued = 100\n')
     config = load_config(path)
     assert config.server.port == 0
     assert (config.node.cpus, config.node.memory, config.node.overcommit) == (16, "64GiB", 1.5)
@@ -163,7 +203,12 @@ def test_edge_values_that_are_fine_are_accepted(tmp_path):
     assert config.tiers["micro"].cpus == 1  # the seed's value where the key is not given
     assert config.tiers["free"].price_per_hour == 0
     assert [(d.task, d.dtype, d.owner) for d in config.deployments] == [
-        ("embeddings", "bfloat16", "ann"), ("text", "auto", "admin")]
+        ("embeddings", "bfloat16", "ann"), ("text", "auto", "admin"), (None, "auto", "admin")]
+    assert config.limits == LimitsConfig(max_concurrent=1, max_queued=0, queue_timeout_s=1.0,
+                                         retry_after_s=1)
+    assert isinstance(config.limits.queue_timeout_s, float)
+    assert [(d.max_concurrent, d.max_queued) for d in config.deployments] == [
+        (None, None), (16, 0), (None, 100)]
 
 
 def test_every_field_has_a_check():
