@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server import keys
 from server.admin import iso, json_body
-from server.auth import hash_key, new_key
+from server.auth import ADMIN_OWNER, RESERVED_USERS, hash_key, new_key
 from server.errors import BadRequest, Conflict, NotFound
 from server.store import NameTaken
 
@@ -33,6 +33,9 @@ async def create_user(request: web.Request) -> web.Response:
     if not _USER_RE.fullmatch(body.name):
         raise BadRequest(f"{body.name!r} is not a valid user name (pattern {USER_PATTERN})",
                          code="invalid_name", param="name")
+    if body.name in RESERVED_USERS:
+        raise BadRequest(f"{body.name!r} is reserved (the admin's own deployments belong to "
+                         f"{ADMIN_OWNER!r})", code="reserved_name", param="name")
     try:
         user = await request.app[keys.STORE].create_user(body.name)
     except NameTaken:

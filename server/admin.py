@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engines.protocol import describe_validation_error
 from server import catalog, keys
+from server.auth import ADMIN_OWNER
 from server.capacity import InsufficientCapacity
 from server.config import NAME_PATTERN, valid_name
 from server.errors import BadRequest, Conflict, NotFound
@@ -105,6 +106,9 @@ async def create_deployment(request: web.Request) -> web.Response:
         raise BadRequest(f"{body.name!r} is not a valid endpoint name: {NAME_RULE}",
                          code="invalid_name", param="name")
     sup = request.app[keys.SUPERVISOR]
+    if body.owner != ADMIN_OWNER and await request.app[keys.STORE].get_user(body.owner) is None:
+        raise NotFound(f"owner {body.owner!r} is not a user (POST /api/users makes one)",
+                       code="user_not_found", param="owner")
     if (existing := sup.get(body.name)) is not None:
         raise _taken(body.name, existing.deleting)
     resolved = catalog.check_deployable(body.model, body.hardware, request.app[keys.CONFIG])
@@ -227,6 +231,11 @@ async def deployment_logs(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Open to anyone, so it says nothing but that the server is up."""
+    return web.json_response({"status": "ok"})
+
+
+async def status(request: web.Request) -> web.Response:
     deps = request.app[keys.SUPERVISOR].all()
     return web.json_response({"status": "ok", "tasks": len(asyncio.all_tasks()),
                               "deployments": {d.name: str(d.state) for d in deps}})

@@ -54,10 +54,13 @@ class Principal:
         return self.user is None
 
     def may_call(self, owner: str) -> bool:
-        return self.admin or self.user == owner
+        return self.admin or (self.user == owner and owner not in RESERVED_USERS)
 
 
 ADMIN = Principal(user=None)
+# The admin owns what config.toml and owner-less creates make: no user may take its name.
+ADMIN_OWNER = "admin"
+RESERVED_USERS = frozenset({ADMIN_OWNER, "root", "berth", "system"})
 
 
 def admin_token(state_dir: Path) -> tuple[str, str]:
@@ -104,7 +107,11 @@ class Keyring:
         self._keys.pop(key_id, None)
 
     def who(self, presented: str) -> Principal | None:
-        if hmac.compare_digest(presented.encode(), self._token):
+        try:
+            raw = presented.encode()
+        except UnicodeEncodeError:  # undecodable header bytes: no key of ours
+            return None
+        if hmac.compare_digest(raw, self._token):
             return ADMIN
         if not presented.startswith(KEY_PREFIX):
             return None
@@ -130,9 +137,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
+    if not header.strip():
         raise Unauthorized("missing API key: send `Authorization: Bearer <key>`",
                            code="missing_api_key")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise Unauthorized("unsupported credentials: send `Authorization: Bearer <key>`",
+                           code="invalid_api_key")
     who = request.app[keys.KEYRING].who(presented.strip())
     if who is None:
         raise Unauthorized("invalid or revoked API key", code="invalid_api_key")

@@ -45,6 +45,8 @@ ROUTES: tuple[Route, ...] = (
           "Inference on one endpoint (`model` may be left out)", "inference",
           expands=_EXPANDS),
     # admin
+    Route("GET", "/api/status", admin.status, "Every deployment's state and the server's "
+          "open task count", "admin"),
     Route("GET", "/api/hardware", admin.hardware, "Tiers, node capacity, allocated and free, "
           "and the slice driver", "admin"),
     Route("GET", "/api/models", admin.list_models, "The model catalog, with tier fit and "

@@ -141,6 +141,9 @@ class Supervisor:
             stale.unlink(missing_ok=True)
         for name in await asyncio.to_thread(self.slices.cleanup_stale):
             log.warning("removed the stale slice of %s (left by a server that died)", name)
+        for owner in {c.owner for c in self.config.deployments} - {"admin"}:
+            if await self.store.get_user(owner) is None:  # config owners are users
+                await self.store.create_user(owner)
         for cfg in self.config.deployments:
             await self.store.upsert_config_deployment(
                 name=cfg.name, model=cfg.model, hardware=cfg.hardware, owner=cfg.owner,

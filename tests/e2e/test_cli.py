@@ -71,6 +71,7 @@ def ls_rows(server: BerthServer) -> dict[str, dict[str, str]]:
 
 
 def test_a_deployment_lives_its_whole_life_through_the_cli(server):
+    ok(berth(server, "users", "create", "ann"))
     out = ok(berth(server, "deploy", "chat2", "--model", CHAT_MODEL, "--hardware", "micro",
                    "--owner", "ann", "--wait"))
     assert "chat2 is ready" in out and f"{server.url}/endpoints/chat2/v1" in out

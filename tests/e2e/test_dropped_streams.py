@@ -36,7 +36,7 @@ def test_dropped_streams_free_their_slots_and_stop_the_engine(berth):
     server = berth([{"name": "chat", "model": CHAT_MODEL, "hardware": "micro",
                      "max_concurrent": 8, "max_queued": 200}])
     server.wait_status("chat", "ready")
-    tasks_before = server.http.get("/healthz").json()["tasks"]
+    tasks_before = server.http.get("/api/status").json()["tasks"]
 
     statuses = asyncio.run(_storm(f"{server.url}/v1/completions", 200))
     assert statuses.count(200) == 200, [s for s in statuses if s != 200][:3]
@@ -45,7 +45,7 @@ def test_dropped_streams_free_their_slots_and_stop_the_engine(berth):
     server.wait(lambda: server.deployment("chat")["requests"]["active"] == 0, 10, "slots")
     dep = server.deployment("chat")
     assert dep["requests"]["queued"] == 0
-    server.wait(lambda: server.http.get("/healthz").json()["tasks"] <= tasks_before + 2, 10,
+    server.wait(lambda: server.http.get("/api/status").json()["tasks"] <= tasks_before + 2, 10,
                 "the server's tasks to settle")
     # the engine is idle: its CPU stops climbing within ~2 s
     time.sleep(2)

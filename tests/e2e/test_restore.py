@@ -15,6 +15,7 @@ pytestmark = pytest.mark.e2e
 
 def test_sigkill_server_then_restart_restores_what_was_running(berth):
     server = berth([{"name": "chat", "model": CHAT_MODEL, "hardware": "micro"}])
+    assert server.http.post("/api/users", json={"name": "ana"}).status_code == 201
     for name in ("two", "three"):
         resp = server.http.post("/api/deployments", json={
             "name": name, "model": CHAT_MODEL, "hardware": "micro", "owner": "ana"})

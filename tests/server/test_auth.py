@@ -35,7 +35,12 @@ async def test_no_key_or_a_bad_one_is_401_and_healthz_is_open(make_client):
         resp = await api.get(path, headers=bearer("bk_nope_nope"))
         assert resp.status == 401
         assert_error(await resp.json(), code="invalid_api_key")
-    assert (await api.get("/healthz")).status == 200
+    health = await api.get("/healthz")
+    assert health.status == 200
+    assert await health.json() == {"status": "ok"}  # nothing about anyone's deployments
+    resp = await api.get("/v1/models", headers={"Authorization": "Basic dXNlcjpwdw=="})
+    assert resp.status == 401
+    assert_error(await resp.json(), code="invalid_api_key")
 
 
 async def test_users_see_and_call_only_their_own_endpoints(make_client, tiny_models):
@@ -113,3 +118,25 @@ async def test_state_files_have_private_modes_and_a_token_is_generated(make_clie
     assert len(token) >= 32
     assert (await api.get("/api/deployments", headers=bearer(token))).status == 200
     assert (await api.get("/api/deployments", headers=bearer(token + "x"))).status == 401
+
+
+async def test_nobody_can_become_the_admin_owner(make_client, tiny_models):
+    api = await make_client(models_dir=tiny_models.models_dir, deployments=[
+        {"name": "chat", "model": CHAT, "hardware": "micro"}])  # owned by "admin"
+    for reserved in ("admin", "root"):
+        resp = await api.post("/api/users", json={"name": reserved})
+        assert resp.status == 400
+        assert_error(await resp.json(), code="reserved_name", param="name")
+    resp = await api.post("/api/deployments", json={
+        "name": "x", "model": CHAT, "hardware": "micro", "owner": "Nobody/../x"})
+    assert resp.status == 404
+    assert_error(await resp.json(), code="user_not_found", param="owner")
+
+
+def test_undecodable_credentials_are_just_wrong():
+    from server.auth import Keyring
+
+    ring = Keyring("token")
+    assert ring.who("bk_\udcff\udcfe_x") is None  # what aiohttp makes of bytes \xff\xfe
+    assert ring.who("token\udce9") is None
+    assert ring.who("token") is not None
