@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engines.protocol import describe_validation_error
-from server import catalog, keys
+from server import catalog, keys, money
 from server.auth import ADMIN_OWNER
 from server.capacity import InsufficientCapacity
 from server.config import NAME_PATTERN, valid_name
@@ -40,7 +40,8 @@ def iso(ts: float | None) -> str | None:
         "+00:00", "Z")
 
 
-def deployment_json(dep: Deployment) -> dict[str, Any]:
+def deployment_json(dep: Deployment,
+                    billed: list[tuple[int, int]] | None = None) -> dict[str, Any]:
     return {
         "name": dep.name,
         "model": dep.model,
@@ -61,6 +62,7 @@ def deployment_json(dep: Deployment) -> dict[str, Any]:
                      "max_concurrent": dep.gate.max_concurrent,
                      "max_queued": dep.gate.max_queued},
         "slice": dep.slice.info.as_json() if dep.slice else None,
+        "billing": _billing(dep, billed or []),
         "usage": {
             "cpu_percent": round(dep.usage.cpu_percent, 1) if dep.usage else None,
             "cpu_seconds": round(dep.usage.cpu_seconds, 3) if dep.usage else None,
@@ -71,6 +73,17 @@ def deployment_json(dep: Deployment) -> dict[str, Any]:
             "source": dep.usage.source if dep.usage else None,
         },
     }
+
+
+def _billing(dep: Deployment, billed: list[tuple[int, int]]) -> dict[str, Any]:
+    ms = sum(m for m, _ in billed)
+    return {"billed_seconds": ms / 1000, "cost": str(money.cost(sum(m * r for m, r in billed))),
+            "currency": dep.currency, "rate_per_hour": str(dep.tier.price_per_hour)}
+
+
+async def _json(request: web.Request, *deps: Deployment) -> list[dict[str, Any]]:
+    totals = await request.app[keys.STORE].billing_totals()
+    return [deployment_json(d, totals.get(d.id)) for d in deps]
 
 
 def _get(request: web.Request) -> Deployment:
@@ -119,7 +132,7 @@ async def create_deployment(request: web.Request) -> web.Response:
         raise _taken(body.name) from None
     except InsufficientCapacity as e:
         raise _no_capacity(e) from None
-    return web.json_response(deployment_json(dep), status=201)
+    return web.json_response((await _json(request, dep))[0], status=201)
 
 
 def _taken(name: str, deleting: bool = False) -> Conflict:
@@ -138,25 +151,25 @@ async def delete_deployment(request: web.Request) -> web.Response:
                        code="defined_in_config")
     sup = request.app[keys.SUPERVISOR]
     await _act(dep, sup.delete(dep, request.app[keys.CONFIG].supervisor.drain_timeout_s))
-    return web.json_response({**deployment_json(dep), "status": "deleted"})
+    return web.json_response({**(await _json(request, dep))[0], "status": "deleted"})
 
 
 async def stop_deployment(request: web.Request) -> web.Response:
     dep = _get(request)
     await _act(dep, request.app[keys.SUPERVISOR].stop(dep))
-    return web.json_response(deployment_json(dep))
+    return web.json_response((await _json(request, dep))[0])
 
 
 async def start_deployment(request: web.Request) -> web.Response:
     dep = _get(request)
     await _act(dep, request.app[keys.SUPERVISOR].start_deployment(dep))
-    return web.json_response(deployment_json(dep))
+    return web.json_response((await _json(request, dep))[0])
 
 
 async def restart_deployment(request: web.Request) -> web.Response:
     dep = _get(request)
     await _act(dep, request.app[keys.SUPERVISOR].restart(dep))
-    return web.json_response(deployment_json(dep))
+    return web.json_response((await _json(request, dep))[0])
 
 
 async def _act(dep: Deployment, action: Any) -> None:
@@ -201,11 +214,11 @@ async def hardware(request: web.Request) -> web.Response:
 
 async def list_deployments(request: web.Request) -> web.Response:
     deps = request.app[keys.SUPERVISOR].all()
-    return web.json_response({"data": [deployment_json(d) for d in deps]})
+    return web.json_response({"data": await _json(request, *deps)})
 
 
 async def get_deployment(request: web.Request) -> web.Response:
-    return web.json_response(deployment_json(_get(request)))
+    return web.json_response((await _json(request, _get(request)))[0])
 
 
 async def deployment_events(request: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ from server.auth import Keyring, admin_token, auth_middleware
 from server.capacity import Node, detect_gpus
 from server.config import Config, ConfigError
 from server.errors import error_middleware
+from server.meter import Meter
 from server.slices import SliceError, choose_driver, node_cores, node_memory_bytes
 from server.statelock import StateLock
 from server.store import Store
@@ -77,7 +78,11 @@ async def _supervisor(app: web.Application) -> AsyncIterator[None]:
         except BaseException:
             await supervisor.close()  # engines already spawned must not outlive a failed start
             raise
+        meter = Meter(config, app[keys.STORE], supervisor)
+        app[keys.METER] = meter
+        meter.start()
         yield
         await supervisor.close()
+        await meter.close()  # after the engines: their last seconds are billed too
     finally:
         lock.release()

@@ -9,6 +9,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from server.auth import Keyring
     from server.config import Config
+    from server.meter import Meter
     from server.store import Store
     from server.supervisor import Supervisor
 
@@ -16,3 +17,4 @@ CONFIG: web.AppKey[Config] = web.AppKey("config")
 STORE: web.AppKey[Store] = web.AppKey("store")
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor")
 KEYRING: web.AppKey[Keyring] = web.AppKey("keyring")
+METER: web.AppKey[Meter] = web.AppKey("meter")

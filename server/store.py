@@ -70,6 +70,25 @@ MIGRATIONS: Sequence[str] = (
         revoked_at REAL
     );
     """,
+    # 3: billed intervals: one row per engine process lifetime, its end extended every
+    # second; the rate (micro-units per hour) is frozen into the row
+    """
+    CREATE TABLE billing (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        deployment_id INTEGER NOT NULL REFERENCES deployments(id),
+        deployment TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        hardware TEXT NOT NULL,
+        pid INTEGER,
+        rate_micros_per_hour INTEGER NOT NULL CHECK (rate_micros_per_hour >= 0),
+        currency TEXT NOT NULL,
+        start_ms INTEGER NOT NULL,
+        end_ms INTEGER NOT NULL,
+        CHECK (end_ms >= start_ms)
+    );
+    CREATE INDEX billing_by_deployment ON billing(deployment_id, start_ms);
+    CREATE INDEX billing_by_time ON billing(start_ms);
+    """,
 )
 
 
@@ -298,6 +317,58 @@ class Store:
                 " FROM api_keys k JOIN users u ON u.id = k.user_id ORDER BY k.created_at"
                 ) as cur:
             return [KeyRow(**dict(r)) for r in await cur.fetchall()]
+
+    # --- billing ----------------------------------------------------------------------
+
+    async def open_interval(self, *, deployment_id: int, deployment: str, owner: str,
+                            hardware: str, pid: int | None, rate_micros_per_hour: int,
+                            currency: str, start_ms: int) -> int:
+        """A new billed interval, never starting before this deployment's last one ended."""
+        async with self._transaction() as db:
+            async with db.execute("SELECT MAX(end_ms) FROM billing WHERE deployment_id=?",
+                                  (deployment_id,)) as cur:
+                row = await cur.fetchone()
+            start_ms = max(start_ms, int(row[0] or 0) if row else 0)
+            cur2 = await db.execute(
+                "INSERT INTO billing (deployment_id, deployment, owner, hardware, pid,"
+                " rate_micros_per_hour, currency, start_ms, end_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (deployment_id, deployment, owner, hardware, pid, rate_micros_per_hour,
+                 currency, start_ms, start_ms))
+            return int(cur2.lastrowid or 0)
+
+    async def extend_intervals(self, ends: dict[int, int]) -> None:
+        """Move the end of open intervals forward (never back), all in one transaction."""
+        if not ends:
+            return
+        async with self._transaction() as db:
+            await db.executemany(
+                "UPDATE billing SET end_ms=MAX(end_ms, ?) WHERE id=?",
+                [(end, interval) for interval, end in ends.items()])
+
+    async def billing_rows(self, *, deployment_id: int | None = None, since_ms: int = 0,
+                           until_ms: int = 2**62) -> list[dict[str, Any]]:
+        """Intervals overlapping [since, until), clipped to it."""
+        sql = ("SELECT deployment_id, deployment, owner, hardware, rate_micros_per_hour,"
+               " currency, MAX(start_ms, ?) AS start_ms, MIN(end_ms, ?) AS end_ms"
+               " FROM billing WHERE end_ms > ? AND start_ms < ?")
+        args: list[Any] = [since_ms, until_ms, since_ms, until_ms]
+        if deployment_id is not None:
+            sql += " AND deployment_id=?"
+            args.append(deployment_id)
+        async with self._db.execute(sql + " ORDER BY start_ms", args) as cur:
+            return [dict(r) for r in await cur.fetchall()]
+
+    async def billing_totals(self) -> dict[int, list[tuple[int, int]]]:
+        """Per deployment id: (billed ms, rate) for each rate it was billed at. The money
+        is multiplied out in Python: SQLite would turn a large product into a float."""
+        totals: dict[int, list[tuple[int, int]]] = {}
+        async with self._db.execute(
+                "SELECT deployment_id, SUM(end_ms - start_ms), rate_micros_per_hour"
+                " FROM billing GROUP BY deployment_id, rate_micros_per_hour") as cur:
+            for dep_id, ms, rate in await cur.fetchall():
+                totals.setdefault(int(dep_id), []).append((int(ms), int(rate)))
+        return totals
 
     async def events(self, deployment_id: int, limit: int = 100) -> list[EventRow]:
         async with self._db.execute(

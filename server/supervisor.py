@@ -61,6 +61,7 @@ class Deployment:
     dtype: str
     created_at: float
     source: str  # "config" (config.toml) or "api"
+    currency: str
     socket_path: Path
     log_path: Path
     gate: Gate  # admission: max_concurrent requests at the engine, max_queued waiting
@@ -75,6 +76,8 @@ class Deployment:
     usage: UsageMeter | None = None
     oom_kills: int = 0  # engines the kernel killed for this deployment's memory limit
     last_pid: int | None = None  # the engine that ran last (for events about its end)
+    spawned_at: float | None = None  # wall time the current/last engine was spawned
+    exited_at: float | None = None  # wall time the last engine was reaped
     desired_running: bool = True
     slice: Slice | None = None
     process: EngineProcess | None = None
@@ -174,7 +177,8 @@ class Supervisor:
         return Deployment(
             id=row.id, name=row.name, model=row.model, tier=tier, owner=row.owner,
             task=Task(row.task) if row.task in set(Task) else None, dtype=dtype,
-            created_at=row.created_at, source=row.source, restarts=row.restarts,
+            created_at=row.created_at, source=row.source, currency=self.config.currency,
+            restarts=row.restarts,
             # by id, not name: a Unix socket path must stay under 108 bytes
             socket_path=self.socket_dir / f"{row.id}.sock",
             log_path=self.log_dir / f"{row.name}.log",
@@ -361,6 +365,7 @@ class Supervisor:
             await self._release(dep)
             return f"spawn failed: {e}"
         dep.process, dep.pid = proc, proc.pid
+        dep.spawned_at = time.time()  # the meter bills from here to exited_at
         await self._transition(dep, State.STARTING, "restart" if dep.restarts else "spawn")
         dep.usage = _meter(dep.slice, proc.pid)
         dep.client = aiohttp.ClientSession(
@@ -473,6 +478,8 @@ class Supervisor:
                  describe_exit(exited.result()))
 
     async def _release(self, dep: Deployment) -> None:
+        if dep.pid is not None:
+            dep.exited_at = time.time()
         dep.last_pid = dep.pid
         dep.process = None
         dep.usage = None

@@ -83,6 +83,18 @@ class BerthServer:
             self.engine_pids.add(dep["pid"])
         return dep
 
+    def events_offline(self, name: str) -> list[dict[str, Any]]:
+        """The events of `name` read from the database (the server may be down)."""
+        import sqlite3
+        from datetime import UTC, datetime
+
+        with sqlite3.connect(self.state_dir / "berth.db") as db:
+            rows = db.execute(
+                "SELECT e.at, e.status, e.reason, e.pid FROM events e JOIN deployments d"
+                " ON d.id = e.deployment_id WHERE d.name = ? ORDER BY e.id", (name,)).fetchall()
+        return [{"at": datetime.fromtimestamp(at, UTC).isoformat(), "status": status,
+                 "reason": reason, "pid": pid} for at, status, reason, pid in rows]
+
     def events(self, name: str) -> list[dict[str, Any]]:
         return self.http.get(f"/api/deployments/{name}/events").json()["data"]
 

@@ -1,0 +1,32 @@
+"""Exact money: prices as integer micro-units per hour, costs as Decimal strings.
+
+A cost is computed from an integer numerator (milliseconds x micro-units per hour), so
+nothing is lost on the way; it is rounded once, to 1e-9 of the currency, when shown.
+Totals are the sums of the shown parts, so a table always adds up.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+
+MICROS = 10**6
+_MS_PER_HOUR = 3_600_000
+QUANTUM = Decimal("0.000000001")
+
+
+def rate_micros(price_per_hour: Decimal) -> int:
+    """0.033 -> 33000. Prices finer than a micro-unit per hour are refused."""
+    micros = price_per_hour * MICROS
+    if micros != micros.to_integral_value():
+        raise ValueError(f"price {price_per_hour} is finer than 1e-6 per hour")
+    return int(micros)
+
+
+def cost(numerator: int) -> Decimal:
+    """The cost of sum(ms x rate_micros_per_hour), rounded to 1e-9."""
+    exact = Decimal(numerator) / Decimal(_MS_PER_HOUR * MICROS)
+    return exact.quantize(QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+def price(micros_per_hour: int) -> str:
+    return str((Decimal(micros_per_hour) / MICROS).normalize())
