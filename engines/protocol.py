@@ -46,6 +46,10 @@ TASK_ROUTES: dict[Task, tuple[str, ...]] = {
 
 INFERENCE_ROUTES: tuple[str, ...] = (COMPLETIONS, CHAT_COMPLETIONS, EMBEDDINGS)
 
+# Every stream ends with this SSE comment (clients ignore comments) before `data: [DONE]`,
+# followed by the usage JSON: the router accounts tokens even without include_usage.
+USAGE_COMMENT = b": berth-usage "
+
 
 class HealthState(enum.StrEnum):
     """What an engine says of itself on its health route."""

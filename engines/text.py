@@ -243,6 +243,7 @@ class TextEngine:
             usage = _usage(len(prompt_ids), total)
             if include_usage:
                 await send(shape.usage_chunk(usage))
+            await response.write(protocol.USAGE_COMMENT + json.dumps(usage).encode() + b"\n\n")
             await send("[DONE]")
             log.info("%s stream: %s tokens in %.2fs", shape.object, usage, time.monotonic() - t0)
         except ConnectionResetError:

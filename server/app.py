@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from server import keys, routes
+from server.accounting import Accounting
 from server.auth import Keyring, admin_token, auth_middleware
 from server.capacity import Node, detect_gpus
 from server.config import Config, ConfigError
@@ -25,6 +26,7 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth_middleware],
                           client_max_size=config.server.max_body_bytes)
     app[keys.CONFIG] = config
+    app[keys.ACCOUNTING] = Accounting()
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_supervisor)
     routes.register(app)
@@ -78,7 +80,7 @@ async def _supervisor(app: web.Application) -> AsyncIterator[None]:
         except BaseException:
             await supervisor.close()  # engines already spawned must not outlive a failed start
             raise
-        meter = Meter(config, app[keys.STORE], supervisor)
+        meter = Meter(config, app[keys.STORE], supervisor, app[keys.ACCOUNTING])
         app[keys.METER] = meter
         meter.start()
         yield

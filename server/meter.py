@@ -16,6 +16,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from server.accounting import Accounting
 from server.config import Config
 from server.money import rate_micros
 from server.store import Store
@@ -36,8 +37,10 @@ class _Open:
 
 
 class Meter:
-    def __init__(self, config: Config, store: Store, supervisor: Supervisor) -> None:
+    def __init__(self, config: Config, store: Store, supervisor: Supervisor,
+                 accounting: Accounting | None = None) -> None:
         self.config = config
+        self.accounting = accounting
         self.store = store
         self.supervisor = supervisor
         self._open: dict[int, _Open] = {}  # deployment id -> its open interval
@@ -85,3 +88,5 @@ class Meter:
                 opened = self._open[dep.id] = _Open(interval, dep.pid, dep)
             ends[opened.interval] = now
         await self.store.extend_intervals(ends)
+        if self.accounting is not None:  # the requests of the last second, in one write
+            await self.store.insert_requests([r.row() for r in self.accounting.take()])

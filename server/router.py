@@ -8,6 +8,7 @@ streams back as it arrives (`iter_any`); nothing is buffered whole.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -19,8 +20,9 @@ from pydantic import ValidationError
 
 from engines.protocol import REQUEST_BODIES, TASK_ROUTES, describe_validation_error, error_body
 from server import keys
+from server.accounting import Record
 from server.auth import principal
-from server.errors import BadRequest, NotFound, Unavailable
+from server.errors import ApiError, BadRequest, NotFound, Unavailable
 from server.states import State
 from server.supervisor import Deployment
 
@@ -44,7 +46,28 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def inference(request: web.Request) -> web.StreamResponse:
-    route = "/v1/" + request.match_info["route"]
+    """Every request is accounted once: answered, refused before the engine, or dropped."""
+    rec = Record(route="/v1/" + request.match_info["route"])
+    try:
+        resp = await _inference(request, rec)
+    except ApiError as e:
+        rec.finish(e.status, "rejected")
+        raise
+    except asyncio.CancelledError:
+        rec.finish(499, "cancelled")  # the client went away
+        raise
+    except Exception:
+        rec.finish(500, "error")
+        raise
+    else:
+        rec.finish(resp.status, rec.outcome if resp.status < 400 else "error")
+        return resp
+    finally:
+        request.app[keys.ACCOUNTING].add(rec)
+
+
+async def _inference(request: web.Request, rec: Record) -> web.StreamResponse:
+    route = rec.route
     body_cls = REQUEST_BODIES.get(route)
     if body_cls is None:
         raise NotFound(f"no route {request.method} {request.path}", code="not_found")
@@ -73,6 +96,7 @@ async def inference(request: web.Request) -> web.StreamResponse:
     dep = request.app[keys.SUPERVISOR].get(name)
     if dep is None or not principal(request).may_call(dep.owner):
         raise _unknown(name)  # another user's endpoint does not exist, as far as you know
+    rec.deployment, rec.deployment_id, rec.owner = dep.name, dep.id, dep.owner
     _check_serves(dep, route)
     _check_open(dep)
     # A full queue raises QueueFull (429), a long wait QueueTimeout (503): both ApiErrors.
@@ -80,7 +104,7 @@ async def inference(request: web.Request) -> web.StreamResponse:
         _check_open(dep)  # again: it may have crashed, stopped or be deleting meanwhile
         dep.enter()
         try:
-            return await _proxy(request, dep, route, raw,
+            return await _proxy(request, dep, route, raw, rec,
                                 stream=bool(getattr(body, "stream", False)))
         finally:
             dep.leave()
@@ -119,7 +143,7 @@ def _not_ready(dep: Deployment) -> Unavailable:
                        code="deployment_not_ready", headers={"Retry-After": str(wait)})
 
 
-async def _proxy(request: web.Request, dep: Deployment, route: str, raw: bytes,
+async def _proxy(request: web.Request, dep: Deployment, route: str, raw: bytes, rec: Record,
                  *, stream: bool) -> web.StreamResponse:
     assert dep.client is not None
     try:
@@ -141,6 +165,9 @@ async def _proxy(request: web.Request, dep: Deployment, route: str, raw: bytes,
                               code="engine_died", headers={"Retry-After": "2"}) from None
         upstream.release()
         headers.pop("Content-Length", None)
+        rec.first_byte()
+        if upstream.status == 200:
+            rec.usage_from_body(body)
         return web.Response(body=body, status=upstream.status, headers=headers)
     resp = web.StreamResponse(status=upstream.status, headers=headers)
     if stream:
@@ -150,10 +177,13 @@ async def _proxy(request: web.Request, dep: Deployment, route: str, raw: bytes,
         await resp.prepare(request)
         try:
             async for chunk in upstream.content.iter_any():
+                rec.first_byte()
                 await resp.write(chunk)
+                rec.usage_from_chunk(chunk)
         except aiohttp.ClientPayloadError:
             # The engine died mid-answer: end the stream with an error the client can read.
             log.warning("engine of %s broke off an answer", dep.name)
+            rec.outcome = "error"
             if stream:
                 event = error_body(f"deployment {dep.name!r} engine stopped mid-answer",
                                    "server_error", "engine_died")
@@ -166,6 +196,7 @@ async def _proxy(request: web.Request, dep: Deployment, route: str, raw: bytes,
         # The client went away (a cancelled handler ends here too, via finally):
         # dropping the engine connection cancels the generation in the engine.
         log.debug("client of %s disconnected mid-answer", dep.name)
+        rec.outcome = "cancelled"
         return resp
     finally:
         if clean:

@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from engines.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from server import accounts, admin, billing, openapi, router
+from server import accounts, admin, billing, metrics, openapi, router
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -67,6 +67,8 @@ ROUTES: tuple[Route, ...] = (
           "with times and reasons (?limit=)", "admin"),
     Route("GET", "/api/deployments/{name}/logs", admin.deployment_logs, "The engine's log "
           "(?tail=N, or ?offset=B to follow)", "admin"),
+    Route("GET", "/metrics", metrics.handler, "Prometheus metrics of every deployment",
+          "admin"),
     Route("GET", "/api/billing", billing.billing, "Billed seconds and cost "
           "(?since=&until=&group_by=deployment|owner|day)", "admin"),
     Route("GET", "/api/users", accounts.list_users, "Every user", "admin"),

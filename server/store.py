@@ -89,6 +89,24 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX billing_by_deployment ON billing(deployment_id, start_ms);
     CREATE INDEX billing_by_time ON billing(start_ms);
     """,
+    # 4: one row per inference request
+    """
+    CREATE TABLE requests (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        deployment_id INTEGER,
+        deployment TEXT,
+        owner TEXT,
+        route TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        started_ms INTEGER NOT NULL,
+        latency_ms REAL,
+        ttfb_ms REAL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER
+    );
+    CREATE INDEX requests_by_deployment ON requests(deployment_id, started_ms);
+    """,
 )
 
 
@@ -357,6 +375,23 @@ class Store:
             sql += " AND deployment_id=?"
             args.append(deployment_id)
         async with self._db.execute(sql + " ORDER BY start_ms", args) as cur:
+            return [dict(r) for r in await cur.fetchall()]
+
+    async def insert_requests(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        async with self._transaction() as db:
+            await db.executemany(
+                "INSERT INTO requests (deployment_id, deployment, owner, route, status,"
+                " outcome, started_ms, latency_ms, ttfb_ms, prompt_tokens, completion_tokens)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    async def request_rows(self, deployment: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM requests", []
+        if deployment is not None:
+            sql += " WHERE deployment=?"
+            args.append(deployment)
+        async with self._db.execute(sql + " ORDER BY id", args) as cur:
             return [dict(r) for r in await cur.fetchall()]
 
     async def billing_totals(self) -> dict[int, list[tuple[int, int]]]:

@@ -92,3 +92,34 @@ def test_sigkill_and_a_price_change_bill_each_second_once_at_its_price(berth):
     dep = server.deployment("chat")["billing"]
     assert dep["cost"] == str(money.cost(sum((e - s) * r for s, e, r in rows)))
     assert dep["rate_per_hour"] == "0.72"
+
+
+def _requests(server) -> list[dict]:
+    with sqlite3.connect(server.state_dir / "berth.db") as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM requests ORDER BY id")]
+
+
+def test_each_request_is_recorded_once_with_the_same_tokens_streamed_or_not(berth):
+    server = berth([{"name": "chat", "model": CHAT_MODEL, "hardware": "micro"}])
+    server.wait_status("chat", "ready")
+    body = {"model": "chat", "prompt": "the harbour", "max_tokens": 8, "temperature": 0}
+    assert server.http.post("/v1/completions", json=body).status_code == 200
+    with server.http.stream("POST", "/v1/completions", json={**body, "stream": True}) as r:
+        streamed = r.read()
+    assert streamed.rstrip().endswith(b"data: [DONE]")
+    refused = server.http.post("/v1/embeddings", json={"model": "chat", "input": "x"})
+    assert refused.status_code == 400
+    server.wait(lambda: len(_requests(server)) >= 3, 10, "the meter to write the requests")
+    time.sleep(1.5)
+    rows = _requests(server)
+    assert len(rows) == 3  # once each
+    plain, stream, rejected = rows
+    for row in (plain, stream):
+        assert (row["deployment"], row["status"], row["outcome"]) == ("chat", 200, "ok")
+        assert row["latency_ms"] >= row["ttfb_ms"] > 0
+    assert plain["prompt_tokens"] == stream["prompt_tokens"] > 0
+    assert plain["completion_tokens"] == stream["completion_tokens"] > 0
+    assert (rejected["route"], rejected["status"], rejected["outcome"]) == (
+        "/v1/embeddings", 400, "rejected")
+    assert rejected["completion_tokens"] is None

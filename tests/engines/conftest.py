@@ -67,7 +67,12 @@ async def sse_events(resp: Any) -> list[Any]:
     raw = (await resp.read()).decode()
     assert raw.endswith("\n\n")
     events = []
+    comments = [b for b in raw.strip().split("\n\n") if b.startswith(":")]
+    # the one SSE comment: the usage for the router's accounting, just before [DONE]
+    assert len(comments) == 1 and comments[0].startswith(": berth-usage {"), comments
     for block in raw.strip().split("\n\n"):
+        if block.startswith(":"):
+            continue
         assert block.startswith("data: "), block
         data = block[len("data: ") :]
         events.append(data if data == "[DONE]" else json.loads(data))

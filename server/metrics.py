@@ -1,0 +1,83 @@
+"""GET /metrics: every deployment's state, usage, billing and admission, for Prometheus.
+
+Built afresh per scrape from the supervisor's handles and the store's billing totals
+(a registry per request: no global one, nothing kept between scrapes). Costs are floats
+here; the exact Decimal money stays in the admin API. Request counts and latencies are
+not exported: the router does not record them yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from server import keys, money
+from server.states import State
+from server.supervisor import Deployment
+
+LABELS = ("deployment", "owner", "hardware")
+
+
+class _Families:
+    """A collector that hands out families built beforehand (collect() must not await)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def families(deps: list[Deployment],
+             billed: dict[int, list[tuple[int, int]]]) -> list[Metric]:
+    def gauge(name: str, doc: str, *extra: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, doc, labels=[*LABELS, *extra])
+
+    def counter(name: str, doc: str, *extra: str) -> CounterMetricFamily:
+        return CounterMetricFamily(name, doc, labels=[*LABELS, *extra])
+
+    state = gauge("berth_deployment_state", "1 for the deployment's current state", "state")
+    restarts = counter("berth_deployment_restarts", "Engine restarts")
+    ooms = counter("berth_deployment_oom_kills", "Engines killed for the memory limit")
+    cpu_seconds = counter("berth_deployment_cpu_seconds",
+                          "CPU seconds of the current engine (resets when it restarts)")
+    cpu_percent = gauge("berth_deployment_cpu_percent", "CPU % between the last two readings")
+    memory = gauge("berth_deployment_memory_bytes", "Memory in use")
+    limit = gauge("berth_deployment_memory_limit_bytes", "Memory limit of the hardware tier")
+    billed_s = counter("berth_deployment_billed_seconds", "Seconds billed, all time")
+    cost = counter("berth_deployment_cost", "Cost billed, all time (a float: the exact "
+                   "amount is in /api/billing)", "currency")
+    active = gauge("berth_deployment_requests_active", "Requests holding an engine slot")
+    queued = gauge("berth_deployment_requests_queued", "Requests waiting for a slot")
+    for dep in deps:
+        labels = [dep.name, dep.owner, dep.tier.name]
+        for s in State:
+            state.add_metric([*labels, str(s)], 1.0 if dep.state is s else 0.0)
+        restarts.add_metric(labels, dep.restarts)
+        ooms.add_metric(labels, dep.oom_kills)
+        if dep.usage is not None:
+            cpu_seconds.add_metric(labels, dep.usage.cpu_seconds)
+            cpu_percent.add_metric(labels, dep.usage.cpu_percent)
+            memory.add_metric(labels, dep.usage.memory_bytes)
+        limit.add_metric(labels, dep.tier.memory_bytes)
+        parts = billed.get(dep.id, [])
+        billed_s.add_metric(labels, sum(ms for ms, _ in parts) / 1000)
+        cost.add_metric([*labels, dep.currency],
+                        float(money.cost(sum(ms * rate for ms, rate in parts))))
+        active.add_metric(labels, dep.gate.active)
+        queued.add_metric(labels, dep.gate.waiting)
+    return [state, restarts, ooms, cpu_seconds, cpu_percent, memory, limit, billed_s, cost,
+            active, queued]
+
+
+async def handler(request: web.Request) -> web.Response:
+    deps = request.app[keys.SUPERVISOR].all()
+    billed = await request.app[keys.STORE].billing_totals()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families(deps, billed)))
+    return web.Response(body=generate_latest(registry),
+                        headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
