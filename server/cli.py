@@ -10,6 +10,7 @@ and `berth ls` start fast. Every failure of a client command is one line on stde
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import os
 import socket
@@ -146,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("models", _models, "list the model catalog: size, tiers that fit, weights",
                 "  berth models")
+    _json_option(p)
+
+    p = command("usage", _usage, "the billing table: billed seconds and cost",
+                "  berth usage --group-by owner --since 2026-12-01\n"
+                "  berth usage --csv > billing.csv")
+    p.add_argument("--group-by", choices=["deployment", "owner", "day"], default="deployment")
+    p.add_argument("--since", help="ISO 8601 time or unix seconds (default: the beginning)")
+    p.add_argument("--until", help="ISO 8601 time or unix seconds (default: now)")
+    p.add_argument("--csv", action="store_true", help="write CSV to stdout")
     _json_option(p)
 
     p = command("users", _users, "create a user, or list them",
@@ -292,6 +302,27 @@ def _local_admin_token() -> str | None:
         return path.read_text().strip() or None
     except (ConfigError, OSError):
         return None
+
+
+def _usage(args: argparse.Namespace) -> int:
+    query = {"group_by": args.group_by, **{k: v for k, v in (("since", args.since),
+                                                             ("until", args.until)) if v}}
+    report = _client(args).get("/api/billing", query)
+    if args.json:
+        fmt.print_json(report)
+        return 0
+    rows = [[d["key"], f"{d['billed_seconds']:.3f}", d["cost"], d["currency"]]
+            for d in report["data"]]
+    total = report["total"]
+    rows.append(["TOTAL", f"{total['billed_seconds']:.3f}", total["cost"], total["currency"]])
+    headers = [args.group_by.upper(), "BILLED_SECONDS", "COST", "CURRENCY"]
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow([h.lower() for h in headers])
+        writer.writerows(rows)
+    else:
+        print(fmt.table(headers, rows))
+    return 0
 
 
 def _users(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,16 @@ def test_users_and_keys_through_the_cli(server: BerthServer) -> None:
     assert server.http.get("/v1/models", headers=headers).status_code == 401
     assert "no live key" in one_line_error(berth(server, "keys", "revoke", key_id))
     assert "--user" in one_line_error(berth(server, "keys", "create"))
+
+
+def test_usage_prints_the_billing_table_and_csv(server: BerthServer) -> None:
+    time.sleep(1.5)  # the preloaded `chat` has been billed for a while
+    table = ok(berth(server, "usage"))
+    assert "BILLED_SECONDS" in table and "chat" in table and "TOTAL" in table
+    out = ok(berth(server, "usage", "--csv", "--group-by", "owner"))
+    lines = out.strip().splitlines()
+    assert lines[0] == "owner,billed_seconds,cost,currency"
+    rows = [line.split(",") for line in lines[1:]]
+    assert rows[-1][0] == "TOTAL"
+    assert sum(Decimal(r[2]) for r in rows[:-1]) == Decimal(rows[-1][2])  # it adds up
+    assert "since" in one_line_error(berth(server, "usage", "--since", "yesterday"))
