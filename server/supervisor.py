@@ -286,6 +286,7 @@ class Supervisor:
         tasks = [d.run_task for d in self._deployments.values() if d.run_task]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(self.slices.remove_parent)  # leave no empty cgroup behind
 
     def request_stop(self, dep: Deployment, reason: str) -> None:
         dep.desired_running = False

@@ -80,3 +80,7 @@ class Driver(Protocol):
     def cleanup_stale(self) -> list[str]:
         """Remove `berth/*` slices left by a server that died; kill what is in them."""
         ...
+
+    def remove_parent(self) -> None:
+        """Remove the (empty) parent of the slices when the server stops."""
+        ...

@@ -25,3 +25,6 @@ class NoneDriver:
 
     def cleanup_stale(self) -> list[str]:
         return []
+
+    def remove_parent(self) -> None:
+        pass

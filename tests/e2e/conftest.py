@@ -147,6 +147,17 @@ class BerthServer:
             os.kill(pid, signal.SIGKILL)
         return alive
 
+    def remove_slices(self) -> None:
+        """The slices a killed server could not remove (its parent is this server's own)."""
+        import tomllib
+
+        from server.slices import choose_driver
+
+        parent = tomllib.loads(self.config.read_text())["node"]["slice_parent"]
+        driver, _ = choose_driver("auto", parent=parent)
+        driver.cleanup_stale()
+        driver.remove_parent()
+
 
 @pytest.fixture(scope="session")
 def models_dir(tiny_models) -> Path:
@@ -166,6 +177,7 @@ def _server_factory(tmp_path_factory, models_dir) -> Iterator[Any]:
     for server in servers:
         server.stop()
         server.kill_leftovers()
+        server.remove_slices()
 
 
 @pytest.fixture

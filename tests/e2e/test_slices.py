@@ -16,8 +16,8 @@ def _enforced(server) -> bool:
     return server.http.get("/api/hardware").json()["slices"]["enforced"]
 
 
-def _slices_under(parent_name: str) -> list[Path]:
-    """Every <parent>/<name> cgroup under this process's own cgroup, in every v1 hierarchy."""
+def _parent_dirs(parent_name: str) -> list[Path]:
+    """The <own cgroup>/<parent> dirs that exist, in every v1 hierarchy of this process."""
     found = []
     for line in Path("/proc/self/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)
@@ -26,8 +26,12 @@ def _slices_under(parent_name: str) -> list[Path]:
                 continue
             parent = Path("/sys/fs/cgroup") / controller / path.lstrip("/") / parent_name
             if parent.is_dir():
-                found += [p for p in parent.iterdir() if p.is_dir()]
+                found.append(parent)
     return found
+
+
+def _slices_under(parent_name: str) -> list[Path]:
+    return [p for parent in _parent_dirs(parent_name) for p in parent.iterdir() if p.is_dir()]
 
 
 def test_engine_over_its_memory_limit_is_oom_killed(berth):
@@ -64,3 +68,4 @@ def test_slice_block_and_no_cgroup_left_after_sigterm(berth):
 
     assert server.stop(signal.SIGTERM) == 0
     assert _slices_under(parent) == []
+    assert _parent_dirs(parent) == []  # the parent itself is gone too
