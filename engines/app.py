@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 TASK_MODULES: dict[Task, str] = {
     Task.TEXT: "engines.text",
     Task.EMBEDDINGS: "engines.embeddings",
+    Task.MODERATION: "engines.moderation",
+    Task.IMAGES: "engines.images",
+    Task.CAPTION: "engines.caption",
+    Task.VQA: "engines.vqa",
+    Task.SPEECH: "engines.speech",
 }
 
 FAILED_LINGER_S = 1.0  # how long `failed` is reported before the process exits

@@ -32,19 +32,34 @@ HEALTH = "/health"
 COMPLETIONS = "/v1/completions"
 CHAT_COMPLETIONS = "/v1/chat/completions"
 EMBEDDINGS = "/v1/embeddings"
+IMAGES_GENERATIONS = "/v1/images/generations"
+AUDIO_SPEECH = "/v1/audio/speech"
+MODERATIONS = "/v1/moderations"
 
 
 class Task(enum.StrEnum):
     TEXT = "text"
     EMBEDDINGS = "embeddings"
+    MODERATION = "moderation"  # Llama Guard: /v1/moderations, and its verdict as chat
+    IMAGES = "images"  # SDXL base / turbo
+    CAPTION = "caption"  # BLIP: an image part in, a caption out
+    VQA = "vqa"  # moondream2: an image part and a question in, the answer out
+    SPEECH = "speech"  # Bark
 
 
 TASK_ROUTES: dict[Task, tuple[str, ...]] = {
     Task.TEXT: (COMPLETIONS, CHAT_COMPLETIONS),
     Task.EMBEDDINGS: (EMBEDDINGS,),
+    Task.MODERATION: (MODERATIONS, CHAT_COMPLETIONS),
+    Task.IMAGES: (IMAGES_GENERATIONS,),
+    Task.CAPTION: (CHAT_COMPLETIONS,),
+    Task.VQA: (CHAT_COMPLETIONS,),
+    Task.SPEECH: (AUDIO_SPEECH,),
 }
 
-INFERENCE_ROUTES: tuple[str, ...] = (COMPLETIONS, CHAT_COMPLETIONS, EMBEDDINGS)
+INFERENCE_ROUTES: tuple[str, ...] = (
+    COMPLETIONS, CHAT_COMPLETIONS, EMBEDDINGS, IMAGES_GENERATIONS, AUDIO_SPEECH, MODERATIONS,
+)
 
 # Every stream ends with this SSE comment (clients ignore comments) before `data: [DONE]`,
 # followed by the usage JSON: the router accounts tokens even without include_usage.
@@ -350,8 +365,87 @@ class EmbeddingRequest(_Body):
         return v
 
 
+class ModerationRequest(_Body):
+    model: StrictStr | None = None
+    input: Text | list[Text] = Field(min_length=1)
+
+    @field_validator("input")
+    @classmethod
+    def _bounded(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and len(v) > 32:
+            raise ValueError("at most 32 inputs per request")
+        return v
+
+    def inputs(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+IMAGE_SIDE_MIN = 64
+IMAGE_SIDE_MAX = 2048
+
+
+def _image_size(value: str) -> str:
+    width, sep, height = value.partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise ValueError(f"must be WIDTHxHEIGHT in pixels, like '1024x1024'; not {value!r}")
+    for side in (int(width), int(height)):
+        if side % 8 or not IMAGE_SIDE_MIN <= side <= IMAGE_SIDE_MAX:
+            raise ValueError(f"sides must be multiples of 8 from {IMAGE_SIDE_MIN} to "
+                             f"{IMAGE_SIDE_MAX}; not {value!r}")
+    return value
+
+
+class ImageGenerationRequest(_Body):
+    model: StrictStr | None = None
+    prompt: Text = Field(min_length=1, max_length=4000)
+    negative_prompt: Text | None = None
+    n: Annotated[int, Field(strict=True, ge=1, le=4)] = 1
+    size: Annotated[str | None, Field(strict=True), AfterValidator(
+        lambda v: None if v is None else _image_size(v))] = None  # None: the model's default
+    response_format: Literal["b64_json", "url"] = "b64_json"
+    seed: Annotated[int | None, Field(strict=True, ge=0, le=2**63 - 1)] = None
+    # None: the model's own default (SDXL base 30 steps, guidance 5; turbo 1-4 steps, 0)
+    num_inference_steps: Annotated[int | None, Field(strict=True, ge=1, le=100)] = None
+    guidance_scale: Annotated[float | None, Field(ge=0.0, le=30.0)] = None
+    style: Annotated[Any, _unsupported(None)] = None
+
+    def dimensions(self) -> tuple[int, int] | None:
+        if self.size is None:
+            return None
+        width, _, height = self.size.partition("x")
+        return int(width), int(height)
+
+
+AUDIO_FORMATS: dict[str, str] = {
+    "wav": "audio/wav",
+    "mp3": "audio/mpeg",
+    "flac": "audio/flac",
+    "opus": "audio/ogg",  # Ogg Opus, as OpenAI sends it
+    "pcm": "audio/pcm",  # raw 16-bit little-endian mono at the model's sample rate
+}
+
+
+def _audio_format(value: str) -> str:
+    if value not in AUDIO_FORMATS:
+        raise ValueError(f"{value!r} is not supported; berth speaks "
+                         f"{', '.join(AUDIO_FORMATS)}")
+    return value
+
+
+class SpeechRequest(_Body):
+    model: StrictStr | None = None
+    input: Text = Field(min_length=1, max_length=4096)
+    voice: StrictStr = "alloy"
+    response_format: Annotated[str, Field(strict=True), AfterValidator(_audio_format)] = "mp3"
+    speed: Annotated[Any, _unsupported(None, 1, 1.0)] = None
+    instructions: Annotated[Any, _unsupported(None, "")] = None
+
+
 REQUEST_BODIES: dict[str, type[_Body]] = {
     COMPLETIONS: CompletionRequest,
     CHAT_COMPLETIONS: ChatCompletionRequest,
     EMBEDDINGS: EmbeddingRequest,
+    MODERATIONS: ModerationRequest,
+    IMAGES_GENERATIONS: ImageGenerationRequest,
+    AUDIO_SPEECH: SpeechRequest,
 }

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from engines.protocol import Task
+from engines.protocol import TASK_ROUTES, Task
 from server.catalog import (
     BASE_OVERHEAD_BYTES,
     CATALOG,
@@ -114,10 +114,10 @@ def test_unknown_names_and_close_matches() -> None:
     assert close_matches("zzzzzzzz") == []
 
 
-def test_tasks_without_engines_are_unavailable_with_a_reason() -> None:
+def test_every_seed_model_has_an_engine_task_with_routes() -> None:
     for entry in CATALOG:
-        assert entry.available == (entry.task in {"text", "embeddings"})
-        assert (entry.unavailable_reason is None) == entry.available
+        assert entry.available and entry.unavailable_reason is None
+        assert TASK_ROUTES[Task(entry.task)]
     assert resolve("bark/suno").task == "speech"  # type: ignore[union-attr]
     assert resolve("lucataco/moondream2").trust_remote_code  # type: ignore[union-attr]
 
@@ -224,12 +224,12 @@ def test_unknown_hardware(tmp_path: Path) -> None:
     assert "micro, small, medium, large, a10" in message
 
 
-def test_task_without_an_engine(tmp_path: Path) -> None:
+def test_an_alias_resolves_before_the_weights_are_looked_for(tmp_path: Path) -> None:
     with pytest.raises(ApiError) as info:
         check_deployable("bark/suno", "large", make_config(tmp_path))
     status, code, message = api_error(info)
-    assert (status, code) == (422, "task_unavailable")
-    assert "suno/bark" in message and "speech" in message
+    assert (status, code) == (422, "weights_missing")
+    assert "`berth pull suno/bark" in message
 
 
 def test_missing_weights_name_the_command(tmp_path: Path) -> None:
@@ -309,8 +309,7 @@ def test_catalog_json_marks_present_models_and_lists_local_ones(tmp_path: Path) 
     assert (llama["present"], llama["path"], llama["memory_source"]) == (False, None, "catalog")
     assert llama["fits"] == ["a10"]
     bark = rows["suno/bark"]
-    assert "bark/suno" in bark["aliases"] and not bark["available"]
-    assert bark["unavailable_reason"]
+    assert "bark/suno" in bark["aliases"] and bark["task"] == "speech"
 
     mystery = rows["acme/mystery"]
     assert (mystery["catalog"], mystery["task"], mystery["available"]) == (False, None, False)

@@ -144,7 +144,8 @@ DEP = 'name = "a"\nmodel = "m"\nhardware = "micro"\n'
      "hardware"),
     ("[[deployments]]\n", "deployments[0]: missing required key(s) name, model, hardware"),
     (f'[[deployments]]\n{DEP}task = "vision"\n',
-     "deployments[0].task: expected one of embeddings, text, got 'vision'"),
+     "deployments[0].task: expected one of caption, embeddings, images, moderation, "
+     "speech, text, vqa, got 'vision'"),
     (f'[[deployments]]\n{DEP}dtype = "int4"\n', "deployments[0].dtype: expected one of auto, "),
     (f'[[deployments]]\n{DEP}owner = ""\n', "deployments[0].owner: expected a non-empty string"),
     (f"[[deployments]]\n{DEP}owner = 7\n", "deployments[0].owner: expected a non-empty string"),
