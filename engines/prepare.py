@@ -84,14 +84,14 @@ def place_minilm(path: str | Path) -> Path:
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".gitattributes", "__pycache__"))
-    return _publish(tmp, target)
+    return publish(tmp, target)
 
 
 def build_tiny_chat_model(path: str | Path) -> Path:
     """A tiny random Llama with a chat template, in Hugging Face layout (~0.4 MB)."""
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = _train_tokenizer(
+    tokenizer = train_tokenizer(
         CHAT_SPECIALS, bos="<s>", eos="</s>", pad="<pad>", chat_template=CHAT_TEMPLATE
     )
     config = LlamaConfig(
@@ -115,7 +115,7 @@ def build_tiny_chat_model(path: str | Path) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return _save(
+    return save_model(
         path, tokenizer, lambda: LlamaForCausalLM(config), generation, README.format(seed=SEED)
     )
 
@@ -124,7 +124,7 @@ def build_tiny_base_model(path: str | Path) -> Path:
     """A tiny random GPT-2 whose tokenizer has no chat template (~0.3 MB)."""
     from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
 
-    tokenizer = _train_tokenizer(
+    tokenizer = train_tokenizer(
         BASE_SPECIALS, bos="<|endoftext|>", eos="<|endoftext|>", pad=None, chat_template=None
     )
     eos = tokenizer.eos_token_id
@@ -139,10 +139,10 @@ def build_tiny_base_model(path: str | Path) -> Path:
         eos_token_id=eos,
     )
     generation = GenerationConfig(bos_token_id=eos, eos_token_id=eos)
-    return _save(path, tokenizer, lambda: GPT2LMHeadModel(config), generation, None)
+    return save_model(path, tokenizer, lambda: GPT2LMHeadModel(config), generation, None)
 
 
-def _train_tokenizer(
+def train_tokenizer(
     specials: list[str], *, bos: str, eos: str, pad: str | None, chat_template: str | None
 ) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -180,7 +180,7 @@ def _train_tokenizer(
     return PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
 
 
-def _save(
+def save_model(
     path: str | Path,
     tokenizer: Any,
     make_model: Callable[[], Any],
@@ -203,10 +203,10 @@ def _save(
     tokenizer.save_pretrained(tmp)
     if readme:
         (tmp / "README.md").write_text(readme, encoding="utf-8")
-    return _publish(tmp, target)
+    return publish(tmp, target)
 
 
-def _publish(tmp: Path, target: Path) -> Path:
+def publish(tmp: Path, target: Path) -> Path:
     """Moves a finished folder into place (a crash never leaves a half folder there)."""
     shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)

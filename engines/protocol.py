@@ -151,6 +151,14 @@ class EngineSpec:
     dtype: str = "auto"
     threads: int = 1
     trust_remote_code: bool = False
+    # Where the engine may write files the server serves at /files/ (generated images
+    # asked for as `url`); empty: nowhere.
+    files_dir: str = ""
+    # Image parts given by http(s) URL: fetched only when allowed, from public addresses,
+    # up to this size and time. data: URLs are always accepted.
+    fetch_urls: bool = False
+    fetch_max_bytes: int = 20 * 1024 * 1024
+    fetch_timeout_s: float = 10.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -17,7 +17,7 @@ DAY_MS = 86_400_000
 GROUPS = ("deployment", "owner", "day")
 
 
-def _when(request: web.Request, key: str, default: float) -> int:
+def query_time(request: web.Request, key: str, default: float) -> int:
     """A query time as ms: ISO 8601 (2026-12-03T10:00:00Z) or unix seconds."""
     raw = request.query.get(key)
     if raw is None:
@@ -55,8 +55,8 @@ async def billing(request: web.Request) -> web.Response:
     if group_by not in GROUPS:
         raise BadRequest(f"group_by: expected one of {', '.join(GROUPS)}", param="group_by",
                          code="invalid_value")
-    since = _when(request, "since", 0)
-    until = _when(request, "until", time.time())
+    since = query_time(request, "since", 0)
+    until = query_time(request, "until", time.time())
     if until < since:
         raise BadRequest("until is before since", param="until", code="invalid_value")
     rows = await request.app[keys.STORE].billing_rows(since_ms=since, until_ms=until)

@@ -55,8 +55,12 @@ class ServerConfig:
     port: int = 8080
     state_dir: Path = Path("state")
     models_dir: Path = Path("models")
-    max_body_bytes: int = 8 * 1024 * 1024
+    max_body_bytes: int = 16 * 1024 * 1024  # sized for base64 images in chat requests
     engine_connections: int = 64
+    files_ttl_s: int = 3600  # generated images asked for as `url` are served this long
+    fetch_image_urls: bool = False  # engines may fetch http(s) image_url parts (public hosts)
+    fetch_max_bytes: int = 20 * 1024 * 1024  # an image fetched by URL may be this big
+    fetch_timeout_s: float = 10.0  # and may take this long to arrive
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,21 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class MeteringConfig:
+    """How long usage history is kept (server.meter writes it, GET /api/usage reads it).
+
+    Samples are kept per second for a recent window and rolled up, as they are taken,
+    into per-minute and per-hour rows that live longer. Billing rows are a ledger and
+    are never pruned.
+    """
+
+    second_retention_s: int = 3600  # 1 s samples: the last hour
+    minute_retention_s: int = 7 * 86_400  # 1 min rollups: a week
+    hour_retention_s: int = 400 * 86_400  # 1 h rollups: over a year
+    request_retention_s: int = 30 * 86_400  # one row per inference request: a month
+
+
+@dataclass(frozen=True)
 class Tier:
     name: str
     cpus: int
@@ -127,6 +146,7 @@ class Config:
     tiers: dict[str, Tier]
     deployments: tuple[DeploymentConfig, ...] = field(default_factory=tuple)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    metering: MeteringConfig = field(default_factory=MeteringConfig)
 
 
 DEFAULT_TIERS = {
@@ -154,6 +174,12 @@ def _int(low: int, high: int | None = None) -> Check:
             raise _Expected(what)
         return v
     return check
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _Expected("true or false")
+    return v
 
 
 def _number(low: float, *, above: bool) -> Check:
@@ -228,6 +254,8 @@ _CHECKS: dict[type, dict[str, Check]] = {
     ServerConfig: {
         "host": _text, "port": _int(0, 65535), "state_dir": _path, "models_dir": _path,
         "max_body_bytes": _int(1024), "engine_connections": _int(1),
+        "files_ttl_s": _int(1), "fetch_image_urls": _bool, "fetch_max_bytes": _int(1024),
+        "fetch_timeout_s": _number(0, above=True),
     },
     NodeConfig: {
         "cpus": _auto_or(_int(1)), "memory": _auto_or(_size, keep=True),
@@ -245,6 +273,10 @@ _CHECKS: dict[type, dict[str, Check]] = {
     LimitsConfig: {
         "max_concurrent": _int(1), "max_queued": _int(0),
         "queue_timeout_s": _number(0, above=True), "retry_after_s": _int(1),
+    },
+    MeteringConfig: {
+        key: _int(60) for key in ("second_retention_s", "minute_retention_s",
+                                  "hour_retention_s", "request_retention_s")
     },
     DeploymentConfig: {
         "name": _name, "model": _text, "hardware": _text, "owner": _text,
@@ -273,8 +305,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> Config:
     where = str(path) if path else "<config>"
     base = path.parent.resolve() if path else Path.cwd()
-    _only(raw, {"server", "node", "supervisor", "limits", "billing", "tiers", "deployments"},
-          where, "")
+    _only(raw, {"server", "node", "supervisor", "limits", "billing", "metering", "tiers",
+                "deployments"}, where, "")
 
     server: ServerConfig = _section(ServerConfig, raw.get("server", {}), where, "server")
     server = replace(server, state_dir=(base / server.state_dir).resolve(),
@@ -291,6 +323,8 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> Config:
                           f"backoff_initial_s ({supervisor.backoff_initial_s:g}), "
                           f"got {supervisor.backoff_max_s:g}")
     limits: LimitsConfig = _section(LimitsConfig, raw.get("limits", {}), where, "limits")
+    metering: MeteringConfig = _section(MeteringConfig, raw.get("metering", {}), where,
+                                        "metering")
 
     billing = raw.get("billing", {})
     _only(billing, {"currency"}, where, "billing")
@@ -322,7 +356,7 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> Config:
 
     return Config(path=path, server=server, node=node, supervisor=supervisor,
                   currency=currency, tiers=tiers, deployments=tuple(deployments),
-                  limits=limits)
+                  limits=limits, metering=metering)
 
 
 def _tier(name: str, raw: Any, where: str) -> Tier:

@@ -1,11 +1,15 @@
-"""The meter: once a second, every engine that is alive and holds its slice is billed.
+"""The meter: once a second, every engine that is alive and holds its slice is billed,
+its slice is read, and the second's usage and requests are written, in one transaction.
 
-One row per engine process lifetime (`billing`): opened at its spawn time, its end moved
-to "now" every second in one transaction, and set to its exit time once it is reaped.
-A server killed with SIGKILL loses at most the last second; a row is never reopened, and
-a new one never starts before the last one of its deployment ended, so no second is
-billed twice. Stopped, failed, backing-off and deleted deployments have no engine, so
-nothing is billed for them.
+Billing: one row per engine process lifetime (`billing`), opened at its spawn time, its
+end moved to "now" every second and set to its exit time once it is reaped. A server
+killed with SIGKILL loses at most the last second; a row is never reopened, and a new one
+never starts before the last one of its deployment ended, so no second is billed twice.
+Stopped, failed, backing-off and deleted deployments have no engine: nothing is billed.
+
+Usage: each reading (CPU % over the last second, memory) is added to its 1 s, 1 min and
+1 h buckets (`usage`), together with the requests that started in that second; buckets
+older than `[metering]` retention are pruned once a minute.
 """
 
 from __future__ import annotations
@@ -14,15 +18,18 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from server.accounting import Accounting
+from server.accounting import Accounting, Record
 from server.config import Config
 from server.money import rate_micros
-from server.store import Store
+from server.store import Store, UsageSums
 from server.supervisor import Deployment, Supervisor
 
 log = logging.getLogger(__name__)
+
+PRUNE_EVERY_S = 60
 
 
 def _ms(t: float) -> int:
@@ -45,6 +52,7 @@ class Meter:
         self.supervisor = supervisor
         self._open: dict[int, _Open] = {}  # deployment id -> its open interval
         self._task: asyncio.Task[None] | None = None
+        self._pruned_at = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="meter")
@@ -62,11 +70,31 @@ class Meter:
             await asyncio.sleep(1.0 - (time.time() % 1.0))  # on the second
             try:
                 await self.tick()
+                if time.time() - self._pruned_at >= PRUNE_EVERY_S:
+                    await self.prune()
             except Exception:  # a failed tick must not stop the meter
                 log.exception("meter tick failed")
 
     async def tick(self) -> None:
-        now = _ms(time.time())
+        now_s = time.time()
+        now = _ms(now_s)
+        ends = await self._bill(now)
+        usage = self._read_slices(int(now_s))
+        records = self.accounting.take() if self.accounting is not None else []
+        _add_requests(usage, records)
+        await self.store.record_second(ends=ends, usage=usage,
+                                       requests=[r.row() for r in records])
+
+    async def prune(self) -> None:
+        m = self.config.metering
+        self._pruned_at = time.time()
+        await self.store.prune(int(self._pruned_at), keep_s={
+            1: m.second_retention_s, 60: m.minute_retention_s, 3600: m.hour_retention_s},
+            requests_keep_s=m.request_retention_s)
+
+    async def _bill(self, now: int) -> dict[int, int]:
+        """{interval id: new end ms}: engines gone are closed at their exit, new ones
+        opened at their spawn, running ones extended to now."""
         ends: dict[int, int] = {}
         for dep_id, current in list(self._open.items()):
             dep = current.dep
@@ -87,6 +115,29 @@ class Meter:
                     currency=self.config.currency, start_ms=_ms(dep.spawned_at))
                 opened = self._open[dep.id] = _Open(interval, dep.pid, dep)
             ends[opened.interval] = now
-        await self.store.extend_intervals(ends)
-        if self.accounting is not None:  # the requests of the last second, in one write
-            await self.store.insert_requests([r.row() for r in self.accounting.take()])
+        return ends
+
+    def _read_slices(self, second: int) -> dict[tuple[int, int], UsageSums]:
+        """One reading of every running engine's slice (the deployment JSON's live
+        `usage` is this reading too)."""
+        usage: dict[tuple[int, int], UsageSums] = {}
+        for dep in self.supervisor.all():
+            meter = dep.usage
+            if dep.pid is None or meter is None or not meter.sample():
+                continue
+            usage[dep.id, second] = (1, meter.cpu_percent, meter.memory_bytes,
+                                     meter.memory_bytes, 0, 0, 0.0, 0, 0)
+        return usage
+
+
+def _add_requests(usage: dict[tuple[int, int], UsageSums], records: Iterable[Record]) -> None:
+    """Counts each request in the second it started, beside that second's reading."""
+    for r in records:
+        if r.deployment_id is None:
+            continue
+        key = (r.deployment_id, int(r.started))
+        (n, cpu, mem, mem_max, requests, errors, latency, prompt,
+         completion) = usage.get(key, (0, 0.0, 0, 0, 0, 0, 0.0, 0, 0))
+        usage[key] = (n, cpu, mem, mem_max, requests + 1,
+                      errors + (r.outcome != "ok"), latency + (r.latency_ms or 0.0),
+                      prompt + (r.prompt_tokens or 0), completion + (r.completion_tokens or 0))

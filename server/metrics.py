@@ -2,8 +2,9 @@
 
 Built afresh per scrape from the supervisor's handles and the store's billing totals
 (a registry per request: no global one, nothing kept between scrapes). Costs are floats
-here; the exact Decimal money stays in the admin API. Request counts and latencies are
-not exported: the router does not record them yet.
+here; the exact Decimal money stays in the admin API. Request counts, latency and
+time-to-first-byte histograms and token counts come from the router's accounting, kept
+in memory since the server started (counters reset with it, as Prometheus expects).
 """
 
 from __future__ import annotations
@@ -12,10 +13,16 @@ from collections.abc import Iterable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from server import keys, money
+from server.accounting import Accounting, RequestStats
 from server.states import State
 from server.supervisor import Deployment
 
@@ -32,8 +39,14 @@ class _Families:
         return self._families
 
 
-def families(deps: list[Deployment],
-             billed: dict[int, list[tuple[int, int]]]) -> list[Metric]:
+def families(deps: list[Deployment], billed: dict[int, list[tuple[int, int]]],
+             accounting: Accounting | None = None) -> list[Metric]:
+    stats = accounting.stats if accounting is not None else {}
+    return [*_deployment_families(deps, billed), *_request_families(deps, stats, accounting)]
+
+
+def _deployment_families(deps: list[Deployment],
+                         billed: dict[int, list[tuple[int, int]]]) -> list[Metric]:
     def gauge(name: str, doc: str, *extra: str) -> GaugeMetricFamily:
         return GaugeMetricFamily(name, doc, labels=[*LABELS, *extra])
 
@@ -74,10 +87,39 @@ def families(deps: list[Deployment],
             active, queued]
 
 
+def _request_families(deps: list[Deployment], stats: dict[int, RequestStats],
+                     accounting: Accounting | None) -> list[Metric]:
+    requests = CounterMetricFamily("berth_requests", "Inference requests by route and "
+                                   "outcome (ok, error, rejected, cancelled)",
+                                   labels=[*LABELS, "route", "outcome"])
+    latency = HistogramMetricFamily("berth_request_duration_seconds", "Time from request "
+                                    "to the answer's end (rejected requests left out)",
+                                    labels=list(LABELS))
+    ttfb = HistogramMetricFamily("berth_request_ttfb_seconds", "Time to the answer's first "
+                                 "byte", labels=list(LABELS))
+    tokens = CounterMetricFamily("berth_tokens", "Tokens the engines reported",
+                                 labels=[*LABELS, "kind"])
+    unrouted = CounterMetricFamily("berth_requests_unrouted", "Inference requests refused "
+                                   "before an endpoint was known (bad body, unknown model)")
+    unrouted.add_metric([], accounting.unrouted if accounting is not None else 0)
+    for dep in deps:
+        s = stats.get(dep.id)
+        if s is None:
+            continue
+        labels = [dep.name, dep.owner, dep.tier.name]
+        for (route, outcome), n in sorted(s.requests.items()):
+            requests.add_metric([*labels, route, outcome], n)
+        latency.add_metric(labels, s.latency.cumulative(), s.latency.total)
+        ttfb.add_metric(labels, s.ttfb.cumulative(), s.ttfb.total)
+        tokens.add_metric([*labels, "prompt"], s.prompt_tokens)
+        tokens.add_metric([*labels, "completion"], s.completion_tokens)
+    return [requests, latency, ttfb, tokens, unrouted]
+
+
 async def handler(request: web.Request) -> web.Response:
     deps = request.app[keys.SUPERVISOR].all()
     billed = await request.app[keys.STORE].billing_totals()
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(families(deps, billed)))
+    registry.register(_Families(families(deps, billed, request.app[keys.ACCOUNTING])))
     return web.Response(body=generate_latest(registry),
                         headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})

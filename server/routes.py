@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from engines.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from server import accounts, admin, billing, metrics, openapi, router
+from server import accounts, admin, billing, metrics, openapi, router, usage_history
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -71,6 +71,8 @@ ROUTES: tuple[Route, ...] = (
           "admin"),
     Route("GET", "/api/billing", billing.billing, "Billed seconds and cost "
           "(?since=&until=&group_by=deployment|owner|day)", "admin"),
+    Route("GET", "/api/usage", usage_history.usage, "Usage series for plots: CPU %, memory, "
+          "requests, latency, tokens (?deployment=&since=&until=&step=)", "admin"),
     Route("GET", "/api/users", accounts.list_users, "Every user", "admin"),
     Route("POST", "/api/users", accounts.create_user, "Create a user", "admin",
           body=accounts.CreateUser),

@@ -107,7 +107,50 @@ MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX requests_by_deployment ON requests(deployment_id, started_ms);
     """,
+    # 5: usage history: per-second samples and their per-minute and per-hour rollups,
+    # all updated as each sample is taken (sums and counts: averages are read out)
+    """
+    CREATE TABLE usage (
+        deployment_id INTEGER NOT NULL,
+        step INTEGER NOT NULL CHECK (step IN (1, 60, 3600)),
+        ts INTEGER NOT NULL,  -- unix seconds at the start of the bucket, a multiple of step
+        samples INTEGER NOT NULL,  -- readings of the engine's slice in the bucket
+        cpu_percent_sum REAL NOT NULL,
+        memory_bytes_sum INTEGER NOT NULL,
+        memory_bytes_max INTEGER NOT NULL,
+        requests INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        latency_ms_sum REAL NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        PRIMARY KEY (deployment_id, step, ts)
+    ) WITHOUT ROWID;
+    CREATE INDEX usage_by_time ON usage(step, ts);
+    CREATE INDEX requests_by_time ON requests(started_ms);
+    """,
 )
+
+USAGE_STEPS = (1, 60, 3600)
+# One bucket's numbers, in the order of the usage table's columns after `ts`.
+UsageSums = tuple[int, float, int, int, int, int, float, int, int]
+
+
+_ADD_USAGE = """
+    INSERT INTO usage (deployment_id, step, ts, samples, cpu_percent_sum, memory_bytes_sum,
+                       memory_bytes_max, requests, errors, latency_ms_sum, prompt_tokens,
+                       completion_tokens)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (deployment_id, step, ts) DO UPDATE SET
+        samples = samples + excluded.samples,
+        cpu_percent_sum = cpu_percent_sum + excluded.cpu_percent_sum,
+        memory_bytes_sum = memory_bytes_sum + excluded.memory_bytes_sum,
+        memory_bytes_max = MAX(memory_bytes_max, excluded.memory_bytes_max),
+        requests = requests + excluded.requests,
+        errors = errors + excluded.errors,
+        latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
+        prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = completion_tokens + excluded.completion_tokens
+"""
 
 
 class NameTaken(Exception):
@@ -268,6 +311,14 @@ class Store:
             row = await cur.fetchone()
         return _deployment(row) if row else None
 
+    async def get_deployment_any(self, name: str) -> DeploymentRow | None:
+        """The newest deployment ever named `name`, deleted or not."""
+        async with self._db.execute(
+                "SELECT * FROM deployments WHERE name=? ORDER BY id DESC LIMIT 1",
+                (name,)) as cur:
+            row = await cur.fetchone()
+        return _deployment(row) if row else None
+
     async def list_deployments(self) -> list[DeploymentRow]:
         async with self._db.execute(
                 "SELECT * FROM deployments WHERE deleted_at IS NULL ORDER BY name") as cur:
@@ -355,15 +406,6 @@ class Store:
                  currency, start_ms, start_ms))
             return int(cur2.lastrowid or 0)
 
-    async def extend_intervals(self, ends: dict[int, int]) -> None:
-        """Move the end of open intervals forward (never back), all in one transaction."""
-        if not ends:
-            return
-        async with self._transaction() as db:
-            await db.executemany(
-                "UPDATE billing SET end_ms=MAX(end_ms, ?) WHERE id=?",
-                [(end, interval) for interval, end in ends.items()])
-
     async def billing_rows(self, *, deployment_id: int | None = None, since_ms: int = 0,
                            until_ms: int = 2**62) -> list[dict[str, Any]]:
         """Intervals overlapping [since, until), clipped to it."""
@@ -377,14 +419,64 @@ class Store:
         async with self._db.execute(sql + " ORDER BY start_ms", args) as cur:
             return [dict(r) for r in await cur.fetchall()]
 
-    async def insert_requests(self, rows: list[tuple[Any, ...]]) -> None:
-        if not rows:
+    async def record_second(self, *, ends: dict[int, int],
+                            usage: dict[tuple[int, int], UsageSums],
+                            requests: list[tuple[Any, ...]]) -> None:
+        """One meter tick in one transaction: billed intervals extended to `ends`
+        ({interval id: end ms}), per-second usage {(deployment id, second): sums} added
+        to its 1 s, 1 min and 1 h buckets, and the request rows of the last second."""
+        if not (ends or usage or requests):
             return
         async with self._transaction() as db:
-            await db.executemany(
-                "INSERT INTO requests (deployment_id, deployment, owner, route, status,"
-                " outcome, started_ms, latency_ms, ttfb_ms, prompt_tokens, completion_tokens)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            if ends:
+                await db.executemany(
+                    "UPDATE billing SET end_ms=MAX(end_ms, ?) WHERE id=?",
+                    [(end, interval) for interval, end in ends.items()])
+            if usage:
+                await db.executemany(_ADD_USAGE, [
+                    (dep_id, step, second - second % step, *sums)
+                    for (dep_id, second), sums in usage.items() for step in USAGE_STEPS])
+            if requests:
+                await db.executemany(
+                    "INSERT INTO requests (deployment_id, deployment, owner, route, status,"
+                    " outcome, started_ms, latency_ms, ttfb_ms, prompt_tokens,"
+                    " completion_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", requests)
+
+    async def prune(self, now_s: int, *, keep_s: dict[int, int], requests_keep_s: int) -> None:
+        """Drop usage buckets older than their step's retention ({step: seconds}) and
+        request rows older than `requests_keep_s`. The billing ledger is never pruned."""
+        async with self._transaction() as db:
+            for step, keep in keep_s.items():
+                await db.execute("DELETE FROM usage WHERE step=? AND ts < ?",
+                                 (step, now_s - keep))
+            await db.execute("DELETE FROM requests WHERE started_ms < ?",
+                             ((now_s - requests_keep_s) * 1000,))
+
+    async def usage_series(self, *, step: int, source_step: int, since_s: int, until_s: int,
+                           deployment: str | None = None) -> list[dict[str, Any]]:
+        """Buckets of `step` seconds in [since, until), summed from the stored
+        `source_step` buckets (a divisor of `step`), per deployment, oldest first."""
+        sql = ("SELECT u.deployment_id, d.name AS deployment, (u.ts / ?) * ? AS t,"
+               " SUM(samples) AS samples, SUM(cpu_percent_sum) AS cpu_percent_sum,"
+               " SUM(memory_bytes_sum) AS memory_bytes_sum,"
+               " MAX(memory_bytes_max) AS memory_bytes_max, SUM(requests) AS requests,"
+               " SUM(errors) AS errors, SUM(latency_ms_sum) AS latency_ms_sum,"
+               " SUM(prompt_tokens) AS prompt_tokens,"
+               " SUM(completion_tokens) AS completion_tokens"
+               " FROM usage u JOIN deployments d ON d.id = u.deployment_id"
+               " WHERE u.step = ? AND u.ts >= ? AND u.ts < ?")
+        args: list[Any] = [step, step, source_step, since_s, until_s]
+        if deployment is not None:
+            sql += " AND d.name = ?"
+            args.append(deployment)
+        sql += " GROUP BY u.deployment_id, t ORDER BY d.name, u.deployment_id, t"
+        async with self._db.execute(sql, args) as cur:
+            return [dict(r) for r in await cur.fetchall()]
+
+    async def usage_buckets(self, deployment_id: int, step: int) -> list[dict[str, Any]]:
+        async with self._db.execute("SELECT * FROM usage WHERE deployment_id=? AND step=?"
+                                    " ORDER BY ts", (deployment_id, step)) as cur:
+            return [dict(r) for r in await cur.fetchall()]
 
     async def request_rows(self, deployment: str | None = None) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM requests", []

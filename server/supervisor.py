@@ -352,11 +352,15 @@ class Supervisor:
     async def _attempt(self, dep: Deployment) -> str:
         """Run one engine process until it ends or a stop is asked; return why it ended."""
         assert dep.task is not None and dep.slice is not None
+        server = self.config.server
         spec = EngineSpec(
             name=dep.name, task=dep.task, model=dep.model,
             model_path=str(dep.model_path),
             socket_path=str(dep.socket_path), dtype=dep.dtype, threads=dep.tier.cpus,
-            trust_remote_code=dep.trust_remote_code)
+            trust_remote_code=dep.trust_remote_code,
+            files_dir=str(self.config.server.state_dir / "files"),
+            fetch_urls=server.fetch_image_urls, fetch_max_bytes=server.fetch_max_bytes,
+            fetch_timeout_s=server.fetch_timeout_s)
         dep.socket_path.unlink(missing_ok=True)
         try:
             proc = await self.launcher.spawn(spec, dep.log_path,
@@ -399,8 +403,6 @@ class Supervisor:
                 return self._exit_reason(dep, exited.result())
             if woke and not dep.desired_running:
                 return dep.stop_reason
-            if dep.usage is not None:
-                dep.usage.sample()
             health = await self._probe(dep)
             if health is None:
                 # While loading, imports can hold the engine's GIL for seconds: a slow

@@ -46,3 +46,42 @@ def tiny_models(request: pytest.FixtureRequest) -> TinyModels:
         if not prepare.is_valid_model_dir(path):
             build(path)
     return models
+
+
+class TinyZoo:
+    """Tiny random stand-ins (engines.tiny) placed under their real catalog ids.
+
+    `zoo.path(model_id)` builds the model the first time it is asked for and keeps it
+    in the pytest cache, keyed by its builder module's VERSION. Every model lives under
+    its own `<version dir>/<catalog id>`; `zoo.models_dir(*ids)` gives a folder that
+    holds exactly those models (symlinks), ready to be a server's `models_dir`.
+    """
+
+    def __init__(self, root: Path) -> None:
+        from engines.tiny import builders
+
+        self.root = root
+        self.builders = builders()
+
+    def path(self, model_id: str) -> Path:
+        b = self.builders[model_id]
+        target = self.root / f"{b.module.rsplit('.', 1)[-1]}-v{b.version}" / model_id
+        if not (target / ".built").is_file():
+            b.build(target)
+            if not target.is_dir():
+                raise AssertionError(f"the builder of {model_id} wrote nothing at {target}")
+            (target / ".built").write_text("ok\n")
+        return target
+
+    def models_dir(self, where: Path, *model_ids: str) -> Path:
+        for model_id in model_ids:
+            link = where / model_id
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(self.path(model_id), target_is_directory=True)
+        return where
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(request: pytest.FixtureRequest) -> TinyZoo:
+    return TinyZoo(Path(request.config.cache.mkdir("berth-tiny-zoo")))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import signal
 import sqlite3
 import time
@@ -92,6 +93,33 @@ def test_sigkill_and_a_price_change_bill_each_second_once_at_its_price(berth):
     dep = server.deployment("chat")["billing"]
     assert dep["cost"] == str(money.cost(sum((e - s) * r for s, e, r in rows)))
     assert dep["rate_per_hour"] == "0.72"
+
+
+def test_crash_backoff_bills_nothing(berth):
+    server = berth([{"name": "chat", "model": CHAT_MODEL, "hardware": "micro"}],
+                   supervisor={"backoff_initial_s": 5.0, "backoff_max_s": 5.0})
+    first = server.wait_status("chat", "ready")
+    time.sleep(1)
+    os.kill(first["pid"], signal.SIGKILL)
+    server.wait(lambda: server.deployment("chat")["pid"] not in (None, first["pid"]), 60,
+                "a new engine after the backoff")
+    second = server.wait_status("chat", "ready")
+    time.sleep(1.5)
+    assert server.http.post("/api/deployments/chat/stop").status_code == 200
+
+    events = server.events("chat")
+    starts = [_t(e["at"]) for e in events if e["status"] == "starting"]
+    crashed = next(_t(e["at"]) for e in events if e["status"] == "crashed")
+    stopped = _t([e["at"] for e in events if e["status"] == "stopped"][-1])
+    assert len(starts) == 2 and second["pid"] != first["pid"]
+    assert starts[1] - crashed >= 4.0  # the backoff really waited
+
+    (s1, e1, _), (s2, e2, _) = _intervals(server)
+    assert abs(e1 / 1000 - crashed) <= 1.0  # billing ended with the engine...
+    assert abs(s2 / 1000 - starts[1]) <= 0.1  # ...and restarted with the next one
+    assert (s2 - e1) / 1000 >= 4.0 - 1.0  # the backoff in between is not billed
+    ran = (crashed - starts[0]) + (stopped - starts[1])
+    assert abs((e1 - s1 + e2 - s2) / 1000 - ran) <= 2.0
 
 
 def _requests(server) -> list[dict]:

@@ -53,6 +53,31 @@ async def test_metrics_per_deployment(make_client, tiny_models):
     assert m["berth_deployment_cost_total", labels(currency=dep.currency)] > 0
     assert m["berth_deployment_requests_active", labels()] == 0
     assert m["berth_deployment_requests_queued", labels()] == 0
+    assert ("berth_requests_total", labels(route="/v1/completions", outcome="ok")) not in m
+
+    completion_tokens = 0
+    for max_tokens in (3, 5):
+        resp = await api.post("/v1/completions", json={
+            "model": "chat", "prompt": "a harbour", "max_tokens": max_tokens})
+        assert resp.status == 200
+        completion_tokens += (await resp.json())["usage"]["completion_tokens"]
+    resp = await api.post("/v1/embeddings", json={"model": "chat", "input": "x"})
+    assert resp.status == 400  # refused before the engine: rejected, still counted
+    resp = await api.post("/v1/completions", json={"model": "chat", "prompt": 7})
+    assert resp.status == 400  # a bad body: no endpoint known yet, counted apart
+    resp = await api.post("/v1/completions", json={"model": "nobody", "prompt": "x"})
+    assert resp.status == 404  # no such endpoint: counted apart
+    m = await scrape(api)
+    route = "/v1/completions"
+    assert m["berth_requests_total", labels(route=route, outcome="ok")] == 2
+    assert m["berth_requests_total", labels(route="/v1/embeddings", outcome="rejected")] == 1
+    assert m["berth_request_duration_seconds_count", labels()] == 2  # rejected left out
+    assert m["berth_request_duration_seconds_bucket", labels(le="+Inf")] == 2
+    assert m["berth_request_duration_seconds_sum", labels()] > 0
+    assert m["berth_request_ttfb_seconds_count", labels()] == 2
+    assert m["berth_tokens_total", labels(kind="completion")] == completion_tokens
+    assert m["berth_tokens_total", labels(kind="prompt")] > 0
+    assert m["berth_requests_unrouted_total", frozenset()] == 2
 
 
 async def test_metrics_are_admin_only(make_client):
