@@ -41,6 +41,15 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class Greedy:
+    """A whole greedy continuation, with the log-probabilities of its first step."""
+
+    ids: list[int]
+    text: str
+    first_logprobs: torch.Tensor  # (vocab,) float32, on the CPU
+
+
+@dataclass(frozen=True)
 class Delta:
     """A piece of generated text; the last one of a generation carries its finish."""
 
@@ -155,6 +164,28 @@ class Generator:
                 log.info("generation abandoned after %d tokens; stopping it", len(detok.ids))
             cancel.set()
             done.add_done_callback(_retrieve)
+
+    async def greedy(self, prompt_ids: list[int], max_new_tokens: int) -> Greedy:
+        """The greedy continuation of `prompt_ids`, whole (classifiers such as Llama
+        Guard read a verdict from it and a score from its first step)."""
+        return await self.worker.submit(self._greedy, prompt_ids, max_new_tokens)
+
+    def _greedy(self, prompt_ids: list[int], max_new_tokens: int) -> Greedy:
+        if self._shutdown.is_set():
+            raise RuntimeError("the engine is shutting down")
+        config = self._config(Sampling(max_new_tokens, temperature=0.0))
+        config.output_logits = config.return_dict_in_generate = True
+        input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.model.device)
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                generation_config=config,
+                stopping_criteria=StoppingCriteriaList([_Cancelled(self._shutdown)]),
+            )
+        ids = out.sequences[0, len(prompt_ids) :].tolist()
+        first = torch.log_softmax(out.logits[0][0].float(), dim=-1).cpu()
+        return Greedy(ids, self.decode(ids), first)
 
     def _run(
         self,
