@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import BaseModel
 
-from engines.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from engines.protocol import REQUEST_BODIES
 from server import accounts, admin, billing, metrics, openapi, router, usage_history
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_INFERENCE = "{route:(chat/completions|completions|embeddings)}"
+# Every inference route of the protocol (chat, completions, embeddings, moderations,
+# images, speech); per deployment, the router refuses a route its task does not serve.
+_EXPANDS = tuple((path.removeprefix("/v1/"), body) for path, body in REQUEST_BODIES.items())
+_INFERENCE = "{route:(" + "|".join(sub for sub, _ in _EXPANDS) + ")}"
 
 
 @dataclass(frozen=True)
@@ -27,9 +30,6 @@ class Route:
     # for a path with a {route:...} pattern: the concrete paths and their bodies
     expands: tuple[tuple[str, type[BaseModel]], ...] = ()
 
-
-_EXPANDS = (("chat/completions", ChatCompletionRequest), ("completions", CompletionRequest),
-            ("embeddings", EmbeddingRequest))
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", admin.healthz, "Server liveness and every deployment's state",
