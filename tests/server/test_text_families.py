@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 from engines.moderation import OPENAI_CATEGORIES
@@ -47,6 +48,10 @@ async def _post(client: Any, path: str, body: dict[str, Any]) -> tuple[int, dict
         return resp.status, await _json(resp)
 
 
+def _seconds(since: str, until: str) -> float:
+    return (datetime.fromisoformat(until) - datetime.fromisoformat(since)).total_seconds()
+
+
 async def _wait_ready(client: Any, name: str) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + READY_WITHIN_S
@@ -71,9 +76,12 @@ async def test_every_family_deploys_and_answers(make_client, tiny_zoo, tmp_path)
         assert status == 201, dep
         assert dep["model"] == model
     ready = await asyncio.gather(*(_wait_ready(client, name) for name in DEPLOYMENTS))
-    log.info("%d deployments ready in %.1fs", len(ready), time.monotonic() - started)
+    log.info("%d deployments ready in %.1fs: %s", len(ready), time.monotonic() - started,
+             ", ".join(f"{d['name']} {_seconds(d['created_at'], d['ready_at']):.1f}s"
+                       for d in ready))
     assert [d["name"] for d in ready] == list(DEPLOYMENTS)
     assert {d["task"] for d in ready} == {"text", "moderation"}
+    await _check_dtypes(client)
 
     for name, (_, has_template) in DEPLOYMENTS.items():
         if name == GUARD:
@@ -106,6 +114,21 @@ async def test_every_family_deploys_and_answers(make_client, tiny_zoo, tmp_path)
         assert status == 400 and body["error"]["code"] == "unsupported_route", (name, body)
 
     await _check_guard(client)
+
+
+async def _check_dtypes(client: Any) -> None:
+    """Each engine loads its weights in the dtype the catalog's memory figure assumes
+    (bf16 where the CPU has it, else fp32), and the tiny weights fit the micro tier."""
+    async with client.get("/api/models") as resp:
+        rows = {r["id"]: r for r in (await _json(resp))["data"]}
+    for name, (model, _) in DEPLOYMENTS.items():
+        row = rows[model]
+        assert row["present"] and row["memory_source"] == "weights", row
+        assert row["smallest_tier"] == "micro", row
+        async with client.get(f"/api/deployments/{name}/logs") as resp:
+            lines = (await _json(resp))["lines"]
+        loaded = [line for line in lines if " loaded " in line]
+        assert loaded and f"torch.{row['dtype']}" in loaded[-1], (name, row["dtype"], loaded)
 
 
 async def _check_guard(client: Any) -> None:
