@@ -65,6 +65,10 @@ INFERENCE_ROUTES: tuple[str, ...] = (
 # followed by the usage JSON: the router accounts tokens even without include_usage.
 USAGE_COMMENT = b": berth-usage "
 
+# The router tells the images engine `<scheme>://<host>` of the request it forwards, so
+# that `url` answers are absolute links to the server's /files/ route.
+BASE_URL_HEADER = "X-Berth-Base-Url"
+
 
 class HealthState(enum.StrEnum):
     """What an engine says of itself on its health route."""
@@ -445,6 +449,9 @@ class SpeechRequest(_Body):
     input: Text = Field(min_length=1, max_length=4096)
     voice: StrictStr = "alloy"
     response_format: Annotated[str, Field(strict=True), AfterValidator(_audio_format)] = "mp3"
+    # berth extension (not in OpenAI's API): the same seed, input and voice give the
+    # same bytes; without one every request samples afresh.
+    seed: Annotated[int | None, Field(strict=True, ge=0, le=2**63 - 1)] = None
     speed: Annotated[Any, _unsupported(None, 1, 1.0)] = None
     instructions: Annotated[Any, _unsupported(None, "")] = None
 
