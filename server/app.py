@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from server import keys, routes
+from server import files, keys, routes
 from server.accounting import Accounting
 from server.auth import Keyring, admin_token, auth_middleware
 from server.capacity import Node, detect_gpus
@@ -29,6 +29,7 @@ def create_app(config: Config) -> web.Application:
     app[keys.ACCOUNTING] = Accounting()
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_supervisor)
+    app.cleanup_ctx.append(files.expire_files)
     routes.register(app)
     return app
 

@@ -31,6 +31,8 @@ TOKEN_ENV = "BERTH_ADMIN_TOKEN"
 TOKEN_FILE = "admin.token"
 KEY_PREFIX = "bk_"
 OPEN_PATHS = frozenset({"/healthz"})
+# Capability URLs: the unguessable name is the credential (see server/files.py).
+OPEN_PREFIXES = ("/files/",)
 ADMIN_PREFIXES = ("/api/", "/openapi.json", "/metrics")
 
 
@@ -133,7 +135,7 @@ def principal(request: web.Request) -> Principal:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in OPEN_PATHS:
+    if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")

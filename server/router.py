@@ -18,7 +18,14 @@ import aiohttp
 from aiohttp import web
 from pydantic import ValidationError
 
-from engines.protocol import REQUEST_BODIES, TASK_ROUTES, describe_validation_error, error_body
+from engines.protocol import (
+    BASE_URL_HEADER,
+    IMAGES_GENERATIONS,
+    REQUEST_BODIES,
+    TASK_ROUTES,
+    describe_validation_error,
+    error_body,
+)
 from server import keys
 from server.accounting import Record
 from server.auth import principal
@@ -147,8 +154,10 @@ async def _proxy(request: web.Request, dep: Deployment, route: str, raw: bytes, 
                  *, stream: bool) -> web.StreamResponse:
     assert dep.client is not None
     try:
-        upstream = await dep.client.post(route, data=raw,
-                                         headers={"Content-Type": "application/json"})
+        sent = {"Content-Type": "application/json"}
+        if route == IMAGES_GENERATIONS:  # the engine makes absolute `url`s with it
+            sent[BASE_URL_HEADER] = f"{request.scheme}://{request.host}"
+        upstream = await dep.client.post(route, data=raw, headers=sent)
     except aiohttp.ClientConnectionError:
         raise Unavailable(f"deployment {dep.name!r} is not answering (its engine is "
                           "restarting)", code="engine_unavailable",

@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from engines.protocol import REQUEST_BODIES
-from server import accounts, admin, billing, metrics, openapi, router, usage_history
+from server import accounts, admin, billing, files, metrics, openapi, router, usage_history
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -44,6 +44,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"/endpoints/{{name}}/v1/{_INFERENCE}", router.inference,
           "Inference on one endpoint (`model` may be left out)", "inference",
           expands=_EXPANDS),
+    Route("GET", "/files/images/{name}", files.image, "A generated image asked for as `url` "
+          "(no token: the unguessable name is the capability; 404 once expired)", "files"),
     # admin
     Route("GET", "/api/status", admin.status, "Every deployment's state and the server's "
           "open task count", "admin"),

@@ -6,6 +6,7 @@ import io
 
 import pytest
 
+from server import keys
 from tests.server.conftest import supervisor_of, wait_for
 
 CHAT = "/v1/chat/completions"
@@ -104,7 +105,8 @@ async def test_unknown_routes_and_methods_answer_json(make_client):
 
 async def test_body_over_the_limit_is_413_json(make_client):
     client = await make_client()
-    big = b'{"model": "chat", "prompt": "' + b"x" * (9 * 1024 * 1024) + b'"}'
+    limit = client.app[keys.CONFIG].server.max_body_bytes
+    big = b'{"model": "chat", "prompt": "' + b"x" * (limit + 1024 * 1024) + b'"}'
     # with a Content-Length: refused before the body is read
     resp = await client.post("/v1/completions", data=io.BytesIO(big),
                              headers={"Content-Type": "application/json"})
