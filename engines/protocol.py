@@ -329,8 +329,21 @@ class TextPart(_Body):
     text: Text
 
 
+IMAGE_URL_SCHEMES = ("data", "http", "https")
+
+
+def _image_url(value: str) -> str:
+    scheme = value.partition(":")[0].lower() if ":" in value else ""
+    if scheme not in IMAGE_URL_SCHEMES:
+        shown = f"{scheme}: URLs are" if scheme else "a URL without a scheme is"
+        raise ValueError(f"{shown} not accepted; send the image as a data: URL "
+                         "(data:image/png;base64,...) or an http(s) URL")
+    return value
+
+
 class ImageURL(_Body):
-    url: StrictStr
+    # The scheme is checked here, at the router too: file:// never reaches an engine.
+    url: Annotated[str, Field(strict=True), AfterValidator(_image_url)]
     detail: str | None = None
 
 

@@ -1,0 +1,258 @@
+"""Image parts of a chat request (`image_url.url`) turned into PIL images, safely.
+
+- `data:image/<type>;base64,<data>` (or percent-encoded data) is always accepted.
+- `http(s)://` is fetched only where the server allows it (`spec.fetch_urls`), and then
+  only from public addresses: the host is resolved first, every address it resolves to
+  must be public (not loopback, private, link-local, shared, reserved, multicast or
+  unspecified), and the connection goes to exactly the addresses that were checked (no
+  second lookup a DNS rebinding could answer differently). Redirects are followed by
+  hand, each hop checked the same way. The body may be `spec.fetch_max_bytes` long and
+  the whole fetch may take `spec.fetch_timeout_s`.
+- Anything else (`file://`, `ftp://`, ...) is refused.
+
+Bytes become an image only if PIL reads them whole: truncated or non-image bytes are a
+400 naming the part (`messages.0.content.1.image_url.url`); more bytes than the limit,
+or more pixels than `MAX_PIXELS` (a decompression bomb), are a 413.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import io
+import ipaddress
+import logging
+import socket
+import warnings
+from base64 import b64decode
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from PIL import Image
+from yarl import URL
+
+from engines.base import RequestError
+from engines.protocol import EngineSpec
+
+log = logging.getLogger(__name__)
+
+# 50 megapixels: an 8000x6000 photo; 150 MB once decoded to RGB.
+MAX_PIXELS = 50_000_000
+MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_CHUNK = 64 * 1024
+ENABLE_HINT = (
+    "send the image inline as a data: URL (data:image/png;base64,...), or let the server "
+    "fetch image URLs: set `fetch_image_urls = true` under [server] in config.toml"
+)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+AddressPolicy = Callable[[IPAddress], str | None]
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = MAX_PIXELS
+    fetch_urls: bool = False
+    timeout_s: float = 10.0
+
+    @classmethod
+    def from_spec(cls, spec: EngineSpec) -> ImageLimits:
+        return cls(max_bytes=spec.fetch_max_bytes, fetch_urls=spec.fetch_urls,
+                   timeout_s=spec.fetch_timeout_s)
+
+
+def refuse_non_public(ip: IPAddress) -> str | None:
+    """Why `ip` may not be fetched from (None: it is a public address)."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for kind in ("loopback", "private", "link_local", "multicast", "reserved", "unspecified"):
+        if getattr(ip, f"is_{kind}"):
+            return f"a {kind.replace('_', '-')} address"
+    if not ip.is_global:
+        return "not a public address"
+    return None
+
+
+async def load_image(url: str, param: str, limits: ImageLimits, *,
+                     policy: AddressPolicy = refuse_non_public) -> Image.Image:
+    """The RGB image an `image_url.url` names; RequestError (400/413) naming `param`."""
+    scheme = url.partition(":")[0].lower() if ":" in url else ""
+    if scheme == "data":
+        data = decode_data_url(url, param, limits.max_bytes)
+    elif scheme in ("http", "https"):
+        data = await fetch_image_bytes(url, param, limits, policy=policy)
+    else:
+        raise RequestError(
+            400, f"{param}: {scheme + '://' if scheme else 'this'} URLs are not accepted; "
+                 "send a data: URL (data:image/png;base64,...) or an http(s) URL",
+            param=param, code="invalid_image_url")
+    return await asyncio.to_thread(open_image, data, param, limits.max_pixels)
+
+
+def decode_data_url(url: str, param: str, max_bytes: int) -> bytes:
+    """The bytes of a `data:image/...` URL (base64 or percent-encoded)."""
+    header, comma, payload = url[len("data:"):].partition(",")
+    if not comma:
+        raise RequestError(400, f"{param}: a data URL needs a ',' before its data",
+                           param=param, code="invalid_image_url")
+    mime, *params = [p.strip().lower() for p in header.split(";")]
+    if not mime.startswith("image/"):
+        raise RequestError(
+            400, f"{param}: the data URL's type is {mime or 'missing'!r}; an image/* type "
+                 "is expected (data:image/png;base64,...)", param=param, code="invalid_image")
+    if "base64" in params:
+        encoded = "".join(payload.split()).replace("-", "+").replace("_", "/")
+        if len(encoded) // 4 * 3 > max_bytes:
+            raise _too_large(param, max_bytes)
+        try:
+            data = b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise RequestError(400, f"{param}: the data URL is not valid base64 ({exc})",
+                               param=param, code="invalid_image") from exc
+    else:
+        data = unquote_to_bytes(payload)
+    if len(data) > max_bytes:
+        raise _too_large(param, max_bytes)
+    if not data:
+        raise RequestError(400, f"{param}: the data URL holds no data", param=param,
+                           code="invalid_image")
+    return data
+
+
+def open_image(data: bytes, param: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decodes image bytes fully into an RGB image (blocking: run it off the loop)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > max_pixels:
+            raise RequestError(
+                413, f"{param}: the image is {width}x{height} pixels; at most {max_pixels} "
+                     "pixels are accepted", param=param, code="image_too_large")
+        image.load()  # reads every pixel: a truncated file fails here
+        return image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise RequestError(413, f"{param}: the image is too large to decode ({exc})",
+                           param=param, code="image_too_large") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        # UnidentifiedImageError is an OSError; SyntaxError is PIL's "broken file"
+        raise RequestError(400, f"{param}: the data is not a readable image ({exc})",
+                           param=param, code="invalid_image") from exc
+
+
+# --- http(s) ------------------------------------------------------------------------------
+
+class _PinnedResolver(AbstractResolver):
+    """Answers only with the addresses `fetch_image_bytes` checked for each host."""
+
+    def __init__(self) -> None:
+        self.pinned: dict[str, list[tuple[int, str]]] = {}
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        addresses = self.pinned.get(host)
+        if not addresses:
+            raise OSError(f"{host} was not checked before connecting")
+        return [ResolveResult(hostname=host, host=addr, port=port, family=fam, proto=0,
+                              flags=socket.AI_NUMERICHOST) for fam, addr in addresses]
+
+    async def close(self) -> None:
+        return None
+
+
+async def fetch_image_bytes(url: str, param: str, limits: ImageLimits, *,
+                            policy: AddressPolicy = refuse_non_public) -> bytes:
+    """GETs an http(s) image from a public address, within the size and time limits."""
+    if not limits.fetch_urls:
+        raise RequestError(400, f"{param}: this server does not fetch image URLs; {ENABLE_HINT}",
+                           param=param, code="image_url_fetch_disabled")
+    target = _parse_http_url(url, param)
+    resolver = _PinnedResolver()
+    connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False, limit=1)
+    timeout = aiohttp.ClientTimeout(total=limits.timeout_s)
+    try:
+        async with asyncio.timeout(limits.timeout_s), aiohttp.ClientSession(
+                connector=connector, timeout=timeout, trust_env=False) as session:
+            for _ in range(MAX_REDIRECTS + 1):
+                await _check_host(target, param, resolver, policy)
+                async with session.get(target, allow_redirects=False,
+                                       headers={"Accept": "image/*"}) as resp:
+                    if resp.status in _REDIRECTS and "Location" in resp.headers:
+                        target = _parse_http_url(str(target.join(URL(resp.headers["Location"]))),
+                                                 param)
+                        continue
+                    if resp.status != 200:
+                        raise _fetch_failed(param, f"{target.host} answered HTTP {resp.status}")
+                    return await _read_limited(resp, param, limits.max_bytes)
+            raise _fetch_failed(param, f"more than {MAX_REDIRECTS} redirects")
+    except TimeoutError as exc:
+        raise RequestError(400, f"{param}: fetching the image took longer than "
+                                f"{limits.timeout_s:g} s", param=param,
+                           code="image_fetch_timeout") from exc
+    except aiohttp.ClientError as exc:
+        raise _fetch_failed(param, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _parse_http_url(url: str, param: str) -> URL:
+    try:
+        parsed = URL(url)
+    except (ValueError, TypeError) as exc:
+        raise RequestError(400, f"{param}: not a valid URL ({exc})", param=param,
+                           code="invalid_image_url") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise RequestError(400, f"{param}: only http(s) URLs with a host are fetched; "
+                                f"not {url[:100]!r}", param=param, code="invalid_image_url")
+    return parsed
+
+
+async def _check_host(target: URL, param: str, resolver: _PinnedResolver,
+                      policy: AddressPolicy) -> None:
+    host = target.raw_host or ""
+    port = target.port or (443 if target.scheme == "https" else 80)
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        literal = None
+    if literal is not None:  # aiohttp connects to an IP literal without asking a resolver
+        addresses = [(socket.AF_INET6 if literal.version == 6 else socket.AF_INET, str(literal))]
+    else:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+        except OSError as exc:
+            raise _fetch_failed(param, f"cannot resolve {host}: {exc}") from exc
+        addresses = list(dict.fromkeys((int(fam), str(sa[0])) for fam, _, _, _, sa in infos))
+    for _, addr in addresses:
+        why = policy(ipaddress.ip_address(addr.partition("%")[0]))
+        if why is not None:
+            raise RequestError(
+                400, f"{param}: refused to fetch from {host}: {addr} is {why}; images are "
+                     "fetched from public addresses only", param=param, code="image_url_refused")
+    resolver.pinned[host] = addresses
+
+
+async def _read_limited(resp: aiohttp.ClientResponse, param: str, max_bytes: int) -> bytes:
+    if resp.content_length is not None and resp.content_length > max_bytes:
+        raise _too_large(param, max_bytes)
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        body += chunk
+        if len(body) > max_bytes:
+            raise _too_large(param, max_bytes)
+    return bytes(body)
+
+
+def _too_large(param: str, max_bytes: int) -> RequestError:
+    return RequestError(413, f"{param}: the image is larger than {max_bytes} bytes",
+                        param=param, code="image_too_large")
+
+
+def _fetch_failed(param: str, why: str) -> RequestError:
+    return RequestError(400, f"{param}: could not fetch the image: {why}", param=param,
+                        code="image_fetch_failed")
