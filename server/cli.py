@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
 
+    command("tui", _tui, "open the admin console: deployments, live usage, billing",
+            "  berth tui\n  berth tui --url http://10.0.0.5:8080 --token $BERTH_TOKEN")
+
     p = command("deploy", _deploy, "create a deployment: an endpoint name, a model, a tier",
                 "  berth deploy chat2 --model berth-demo/tiny-random-llama-chat "
                 "--hardware micro --wait")
@@ -291,6 +294,21 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 def _client(args: argparse.Namespace) -> Client:
     token = args.token or os.environ.get("BERTH_TOKEN") or _local_admin_token()
     return Client(args.url, token)
+
+
+def _tui(args: argparse.Namespace) -> int:
+    """Exec `python -m tui`: the server package never imports textual. The token goes
+    in the environment, not the command line (where `ps` would show it)."""
+    from server.client import default_url
+
+    url = args.url or default_url()
+    token = (args.token or os.environ.get("BERTH_TOKEN") or os.environ.get("BERTH_ADMIN_TOKEN")
+             or _local_admin_token())
+    env = {**os.environ, "BERTH_URL": url}
+    if token:
+        env["BERTH_TOKEN"] = token
+    os.execve(sys.executable, [sys.executable, "-m", "tui", "--url", url], env)
+    return 0  # not reached
 
 
 def _local_admin_token() -> str | None:

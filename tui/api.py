@@ -1,0 +1,279 @@
+"""Typed results of the admin API, read defensively.
+
+Whatever a server sends (a missing field, a number as a string, `null`, an HTML page
+where JSON was expected), `from_json` returns a well-typed object: a field of the wrong
+type reads as None (or an empty list), never as an exception later in a widget. The
+field names follow the admin API's JSON (DESIGN.md: "A deployment as JSON").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+
+class Reader:
+    """Typed reads from a JSON object that may be anything."""
+
+    def __init__(self, data: Any) -> None:
+        self.data: dict[str, Any] = data if isinstance(data, dict) else {}
+
+    def str(self, key: str) -> str | None:
+        value = self.data.get(key)
+        return value if isinstance(value, str) else None
+
+    def float(self, key: str) -> float | None:
+        value = self.data.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        number = float(value)
+        return number if math.isfinite(number) else None
+
+    def int(self, key: str) -> int | None:
+        value = self.data.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            return None
+        return value
+
+    def bool(self, key: str) -> bool:
+        return self.data.get(key) is True
+
+    def money(self, key: str) -> Decimal | None:
+        """Money travels as a decimal string ("0.000917")."""
+        value = self.data.get(key)
+        if not isinstance(value, str) or len(value) > 64:
+            return None
+        try:
+            amount = Decimal(value)
+        except InvalidOperation:
+            return None
+        return amount if amount.is_finite() else None
+
+    def time(self, key: str) -> datetime | None:
+        """An ISO 8601 time ("2026-12-03T10:00:00.000Z"), as an aware datetime."""
+        value = self.str(key)
+        if value is None:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    def obj(self, key: str) -> Reader:
+        return Reader(self.data.get(key))
+
+    def objects(self, key: str) -> list[Reader]:
+        value = self.data.get(key)
+        return [Reader(v) for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+    def strings(self, key: str) -> list[str]:
+        value = self.data.get(key)
+        return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    model: str | None
+    hardware: str | None
+    owner: str | None
+    status: str
+    reason: str | None
+    pid: int | None
+    restarts: int | None
+    created_at: datetime | None
+    ready_at: datetime | None
+    cpu_percent: float | None
+    memory_bytes: int | None
+    memory_limit_bytes: int | None
+    billed_seconds: float | None
+    cost: Decimal | None
+    currency: str | None
+    rate_per_hour: Decimal | None
+    deleting: bool
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Deployment | None:
+        """None for an entry without a name: it cannot be shown or acted on."""
+        r = Reader(data)
+        name = r.str("name")
+        if not name:
+            return None
+        usage, billing = r.obj("usage"), r.obj("billing")
+        return cls(
+            name=name, model=r.str("model"), hardware=r.str("hardware"), owner=r.str("owner"),
+            status=r.str("status") or "unknown", reason=r.str("reason"), pid=r.int("pid"),
+            restarts=r.int("restarts"), created_at=r.time("created_at"),
+            ready_at=r.time("ready_at"), cpu_percent=usage.float("cpu_percent"),
+            memory_bytes=usage.int("memory_bytes"),
+            memory_limit_bytes=usage.int("memory_limit_bytes"),
+            billed_seconds=billing.float("billed_seconds"), cost=billing.money("cost"),
+            currency=billing.str("currency"), rate_per_hour=billing.money("rate_per_hour"),
+            deleting=r.bool("deleting"), raw=r.data)
+
+    @property
+    def startable(self) -> bool:
+        """`s` starts these and stops the others."""
+        return self.status in ("stopped", "failed")
+
+
+def deployments_from_json(data: Any) -> list[Deployment]:
+    found = (Deployment.from_json(d.data) for d in Reader(data).objects("data"))
+    seen: set[str] = set()
+    out = []
+    for dep in found:
+        if dep is not None and dep.name not in seen:  # a row key must be unique
+            seen.add(dep.name)
+            out.append(dep)
+    return out
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float | None
+    memory_bytes: int | None
+    gpus: int | None
+
+    @classmethod
+    def from_json(cls, r: Reader) -> Resources:
+        return cls(cpus=r.float("cpus"), memory_bytes=r.int("memory_bytes"), gpus=r.int("gpus"))
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    cpus: float | None
+    memory_bytes: int | None
+    gpus: int | None
+    price_per_hour: Decimal | None
+    fits_free: bool
+
+
+@dataclass(frozen=True)
+class Hardware:
+    capacity: Resources
+    allocated: Resources
+    free: Resources
+    tiers: list[Tier]
+    slice_driver: str | None
+
+    @classmethod
+    def from_json(cls, data: Any) -> Hardware:
+        r = Reader(data)
+        tiers = [Tier(name=t.str("name") or "?", cpus=t.float("cpus"),
+                      memory_bytes=t.int("memory_bytes"), gpus=t.int("gpus"),
+                      price_per_hour=t.money("price_per_hour"), fits_free=t.bool("fits_free"))
+                 for t in r.objects("tiers") if t.str("name")]
+        return cls(capacity=Resources.from_json(r.obj("capacity")),
+                   allocated=Resources.from_json(r.obj("allocated")),
+                   free=Resources.from_json(r.obj("free")), tiers=tiers,
+                   slice_driver=r.obj("slices").str("driver"))
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    task: str | None
+    fits: list[str]
+    present: bool
+    available: bool
+    memory_bytes: int | None
+    unavailable_reason: str | None
+
+    @classmethod
+    def from_json(cls, r: Reader) -> Model | None:
+        model_id = r.str("id")
+        if not model_id:
+            return None
+        return cls(id=model_id, task=r.str("task"), fits=r.strings("fits"),
+                   present=r.bool("present"), available=r.bool("available"),
+                   memory_bytes=r.int("memory_bytes"),
+                   unavailable_reason=r.str("unavailable_reason"))
+
+
+def models_from_json(data: Any) -> list[Model]:
+    return [m for m in (Model.from_json(r) for r in Reader(data).objects("data")) if m]
+
+
+@dataclass(frozen=True)
+class BillingRow:
+    key: str
+    billed_seconds: float | None
+    cost: Decimal | None
+    currency: str | None
+
+    @classmethod
+    def from_json(cls, r: Reader) -> BillingRow:
+        return cls(key=r.str("key") or "?", billed_seconds=r.float("billed_seconds"),
+                   cost=r.money("cost"), currency=r.str("currency"))
+
+
+@dataclass(frozen=True)
+class Billing:
+    rows: list[BillingRow]
+    total: BillingRow
+
+    @classmethod
+    def from_json(cls, data: Any) -> Billing:
+        r = Reader(data)
+        total = r.obj("total")
+        total.data.setdefault("key", "total")
+        return cls(rows=[BillingRow.from_json(row) for row in r.objects("data")],
+                   total=BillingRow.from_json(total))
+
+
+@dataclass(frozen=True)
+class UsagePoint:
+    deployment: str | None
+    t: float
+    cpu_percent: float | None
+    memory_bytes: int | None
+    requests: int
+    errors: int
+    latency_ms_avg: float | None
+
+
+@dataclass(frozen=True)
+class Usage:
+    step: int
+    points: list[UsagePoint]
+
+    @classmethod
+    def from_json(cls, data: Any) -> Usage:
+        r = Reader(data)
+        points = [UsagePoint(deployment=p.str("deployment"), t=t, cpu_percent=p.float(
+                      "cpu_percent"), memory_bytes=p.int("memory_bytes"),
+                      requests=p.int("requests") or 0, errors=p.int("errors") or 0,
+                      latency_ms_avg=p.float("latency_ms_avg"))
+                  for p in r.objects("data") if (t := p.float("t")) is not None]
+        step = r.int("step")
+        return cls(step=step if step and step > 0 else 1, points=points)
+
+
+@dataclass(frozen=True)
+class Event:
+    at: datetime | None
+    status: str | None
+    reason: str | None
+    pid: int | None
+
+
+def events_from_json(data: Any) -> list[Event]:
+    return [Event(at=e.time("at"), status=e.str("status"), reason=e.str("reason"),
+                  pid=e.int("pid")) for e in Reader(data).objects("data")]
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    lines: list[str]
+    offset: int | None
+
+    @classmethod
+    def from_json(cls, data: Any) -> LogChunk:
+        r = Reader(data)
+        return cls(lines=r.strings("lines"), offset=r.int("offset"))

@@ -1,0 +1,95 @@
+"""How numbers, money, sizes and times read on screen. Pure functions of typed values."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+DASH = "-"
+MiB = 1024**2
+GiB = 1024**3
+
+
+def size(n: int | None) -> str:
+    if n is None or n < 0:
+        return DASH
+    if n >= GiB:
+        return f"{n / GiB:.1f} GiB"
+    if n >= MiB:
+        return f"{n / MiB:.0f} MiB"
+    return f"{n / 1024:.0f} KiB"
+
+
+def used_of(used: int | None, limit: int | None) -> str:
+    if used is None and limit is None:
+        return DASH
+    return f"{size(used)} / {size(limit)}"
+
+
+def percent(p: float | None) -> str:
+    return DASH if p is None else f"{p:.1f}%"
+
+
+def cpus(n: float | None) -> str:
+    return DASH if n is None else f"{n:g}"
+
+
+def money(amount: Decimal | None, currency: str | None = None, places: int = 4) -> str:
+    if amount is None:
+        return DASH
+    quantum = Decimal(1).scaleb(-places)
+    try:
+        text = f"{amount.quantize(quantum):,}"
+    except ArithmeticError:  # too large to quantize: show it as sent
+        text = str(amount)
+    return f"{text} {currency}" if currency else text
+
+
+def per_hour(rate: Decimal | None) -> str:
+    return DASH if rate is None else f"{money(rate, None, 3)}/h"
+
+
+def duration(seconds: float | None) -> str:
+    """3s, 4m05s, 2h03m, 5d04h."""
+    if seconds is None or seconds < 0:
+        return DASH
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86_400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86_400}d{s % 86_400 // 3600:02d}h"
+
+
+def uptime(ready_at: datetime | None, status: str, now: float) -> str:
+    if status != "ready" or ready_at is None:
+        return DASH
+    return duration(now - ready_at.timestamp())
+
+
+def clock(at: datetime | None) -> str:
+    """A time of day in UTC, the zone billing days are cut in."""
+    if at is None:
+        return DASH
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def clock_now(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%H:%M:%SZ")
+
+
+def rate(per_second: float | None) -> str:
+    if per_second is None:
+        return DASH
+    return f"{per_second:.2f}" if per_second < 100 else f"{per_second:.0f}"
+
+
+STATUS_STYLE = {  # status -> theme variable of its colour
+    "ready": "text-success",
+    "pending": "text-warning", "starting": "text-warning", "loading": "text-warning",
+    "stopping": "text-warning",
+    "crashed": "text-error", "failed": "text-error",
+    "stopped": "foreground-muted", "deleted": "foreground-muted",
+}

@@ -1,0 +1,168 @@
+"""Billing: billed time and cost per deployment and per owner, for today, this month or
+a chosen range (UTC, like the billing API's days), with totals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Button, DataTable, Footer, Input, Label, Static
+
+from tui import format as fmt
+from tui.api import Billing
+from tui.client import gather
+from tui.polling import PollingScreen
+from tui.screens.deployments import today_start
+from tui.widgets.banner import ConnectionBanner
+
+
+def parse_when(text: str, *, end: bool = False) -> datetime:
+    """`2026-12-03` (a whole day: its end when `end`), or an ISO time (UTC if no zone)."""
+    text = text.strip()
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date (2026-12-03) or a time "
+                         "(2026-12-03T10:00)") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    if end and len(text) == 10:  # a bare date: up to its end
+        parsed += timedelta(days=1)
+    return parsed
+
+
+@dataclass(frozen=True)
+class Report:
+    by_deployment: Billing
+    by_owner: Billing
+    label: str
+
+
+class BillingScreen(PollingScreen):
+    poll_s = 2.0
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("t", "today", "Today"),
+        Binding("m", "month", "This month"),
+        Binding("g", "range", "Range"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.period = "today"
+        self.since: datetime | None = None
+        self.until: datetime | None = None
+        self.shown: tuple[object, ...] | None = None
+
+    def compose(self) -> ComposeResult:
+        yield ConnectionBanner(self.berth.label)
+        with Horizontal(id="period"):
+            yield Button("Today", id="today")
+            yield Button("This month", id="month")
+            yield Input(placeholder="since 2026-12-01", id="since")
+            yield Input(placeholder="until (now)", id="until")
+            yield Button("Range", id="range")
+        yield Static(id="range-error")
+        yield Static(id="period-label")
+        with Horizontal(id="billing-tables"):
+            with Vertical():
+                yield Label("per deployment")
+                yield DataTable(id="by-deployment", cursor_type="row", zebra_stripes=True)
+            with Vertical():
+                yield Label("per owner")
+                yield DataTable(id="by-owner", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for table_id, key in (("#by-deployment", "DEPLOYMENT"), ("#by-owner", "OWNER")):
+            table = self.query_one(table_id, DataTable)
+            table.add_column(key, key="key")
+            table.add_column(Text("BILLED", justify="right"), key="billed")
+            table.add_column(Text("COST", justify="right"), key="cost")
+        self.query_one("#by-deployment", DataTable).focus()
+
+    def _range(self) -> tuple[datetime | None, datetime | None, str]:
+        now = datetime.fromtimestamp(self.now(), UTC)
+        if self.period == "today":
+            start = today_start(self.now())
+            return start, None, f"today: since {fmt.clock(start)}"
+        if self.period == "month":
+            start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            return start, None, f"this month: since {fmt.clock(start)}"
+        until = fmt.clock(self.until) if self.until else "now"
+        since = fmt.clock(self.since) if self.since else "the beginning"
+        return self.since, self.until, f"from {since} until {until}"
+
+    async def fetch(self) -> Report:
+        since, until, label = self._range()
+        by_dep, by_owner = await gather(
+            self.client.billing(since=since, until=until, group_by="deployment"),
+            self.client.billing(since=since, until=until, group_by="owner"))
+        return Report(by_dep, by_owner, label)
+
+    def show(self, data: Report) -> None:
+        self.query_one("#period-label", Static).update(Text(data.label + " (UTC)"))
+        key = (data.by_deployment, data.by_owner)
+        if key == self.shown:
+            return
+        self.shown = key
+        for table_id, report in (("#by-deployment", data.by_deployment),
+                                 ("#by-owner", data.by_owner)):
+            table = self.query_one(table_id, DataTable)
+            row = table.cursor_row
+            table.clear()
+            for r in report.rows:
+                table.add_row(*self._cells(r.key, r.billed_seconds, r.cost, r.currency))
+            t = report.total
+            table.add_row(*self._cells("TOTAL", t.billed_seconds, t.cost, t.currency, True))
+            table.move_cursor(row=min(row, table.row_count - 1))
+
+    @staticmethod
+    def _cells(key: str, seconds: float | None, cost: Decimal | None, currency: str | None,
+               bold: bool = False) -> list[Text]:
+        style = "bold" if bold else ""
+        money = fmt.money(cost, currency, 6)
+        return [Text(key, style=style),
+                Text(f"{fmt.duration(seconds)} ({seconds or 0:.0f} s)", style=style,
+                     justify="right"),
+                Text(money, style=style, justify="right")]
+
+    # -- choosing the period -----------------------------------------------------------
+
+    @on(Button.Pressed, "#today")
+    def action_today(self) -> None:
+        self._set("today")
+
+    @on(Button.Pressed, "#month")
+    def action_month(self) -> None:
+        self._set("month")
+
+    @on(Button.Pressed, "#range")
+    @on(Input.Submitted)
+    def action_range(self) -> None:
+        error = self.query_one("#range-error", Static)
+        try:
+            since_text = self.query_one("#since", Input).value
+            until_text = self.query_one("#until", Input).value
+            since = parse_when(since_text) if since_text.strip() else None
+            until = parse_when(until_text, end=True) if until_text.strip() else None
+        except ValueError as e:
+            error.update(Text(str(e)))
+            return
+        if since and until and until <= since:
+            error.update(Text("until must be after since"))
+            return
+        error.update(Text(""))
+        self.since, self.until = since, until
+        self._set("range")
+
+    def _set(self, period: str) -> None:
+        self.period = period
+        self.shown = None
+        self.poll_now()
