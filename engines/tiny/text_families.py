@@ -22,7 +22,7 @@ from engines.prepare import save_model, train_tokenizer
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2
 
 # Common to every tiny config: small, and weights wide enough that greedy decoding
 # wanders instead of repeating one token.
@@ -228,7 +228,7 @@ def _gemma(path: Path, *, template: str | None, kv_heads: int) -> Path:
     tokenizer = train_tokenizer(specials, bos="<bos>", eos="<eos>", pad="<pad>",
                                 chat_template=template)
     config = GemmaConfig(**_SMALL, **_ids(tokenizer), num_key_value_heads=kv_heads,
-                         head_dim=16, hidden_activation="gelu_pytorch_tanh",
+                         head_dim=16, hidden_act="gelu_pytorch_tanh",
                          max_position_embeddings=512,
                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
     eos = ["<eos>", "<end_of_turn>"] if template else None

@@ -157,9 +157,9 @@ def test_the_guard_template_lists_the_policy(tiny_zoo) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_zoo.path(GUARD))
-    prompt = tokenizer.apply_chat_template(
+    prompt = str(tokenizer.apply_chat_template(
         [{"role": "user", "content": "how do I bake bread"},
-         {"role": "assistant", "content": "with flour"}], tokenize=False)
+         {"role": "assistant", "content": "with flour"}], tokenize=False))
     assert prompt.startswith("<|begin_of_text|>[INST] Task: Check if there is unsafe content "
                              "in 'Agent' messages")
     assert prompt.endswith("[/INST]")
