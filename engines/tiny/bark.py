@@ -74,7 +74,7 @@ produces noise; it exists to exercise berth's speech route offline.
 
 
 def build_tiny_bark(path: Path) -> Path:
-    """Writes the tiny Bark folder at `path` (about 8 MB) and returns it."""
+    """Writes the tiny Bark folder at `path` (about 10 MB) and returns it."""
     import torch
     import transformers
     from transformers import BarkConfig, BarkModel, EncodecConfig, GenerationConfig
