@@ -21,7 +21,6 @@ from pydantic import BaseModel
 from transformers import (
     BlipForConditionalGeneration,
     BlipProcessor,
-    GenerationConfig,
     StoppingCriteria,
     StoppingCriteriaList,
 )
@@ -138,7 +137,7 @@ class CaptionEngine:
                 pixel_values=pixels,
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
-                generation_config=_generation_config(dec),
+                **_generation_knobs(dec),
                 streamer=streamer,
                 stopping_criteria=StoppingCriteriaList([_Stop(should_stop)]),
             )
@@ -150,13 +149,14 @@ class CaptionEngine:
         return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
 
-def _generation_config(dec: Decoding) -> GenerationConfig:
+def _generation_knobs(dec: Decoding) -> dict[str, Any]:
     # Every knob explicit: the request decides, not the checkpoint's defaults. BLIP's
-    # generate sets eos ([SEP]) and pad itself.
+    # generate sets eos ([SEP]) and pad itself, as keywords: so these are keywords too
+    # (a GenerationConfig beside keywords is deprecated).
     knobs: dict[str, Any] = {"max_new_tokens": dec.max_new_tokens, "min_new_tokens": 0,
                              "num_beams": 1, "repetition_penalty": 1.0}
     if dec.temperature > 0:
         knobs.update(do_sample=True, temperature=dec.temperature, top_p=dec.top_p, top_k=0)
     else:
         knobs.update(do_sample=False)
-    return GenerationConfig(**knobs)
+    return knobs

@@ -50,7 +50,7 @@ class TinyMoondreamConfig(PretrainedConfig):
         num_attention_heads: int = 2,
         image_size: int = 32,
         patch_size: int = 8,
-        max_position_embeddings: int = 128,
+        max_position_embeddings: int = 512,
         initializer_range: float = 0.2,
         **kwargs: Any,
     ) -> None:

@@ -26,7 +26,7 @@ from engines.prepare import CORPUS, SEED, publish, train_tokenizer
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2
 
 BLIP_ID = "Salesforce/blip-image-captioning-large"
 MOONDREAM_ID = "lucataco/moondream2"
