@@ -431,7 +431,7 @@ class ImageGenerationRequest(_Body):
     seed: Annotated[int | None, Field(strict=True, ge=0, le=2**63 - 1)] = None
     # None: the model's own default (SDXL base 30 steps, guidance 5; turbo 1-4 steps, 0)
     num_inference_steps: Annotated[int | None, Field(strict=True, ge=1, le=100)] = None
-    guidance_scale: Annotated[float | None, Field(ge=0.0, le=30.0)] = None
+    guidance_scale: Annotated[float | None, Field(strict=True, ge=0.0, le=30.0)] = None
     style: Annotated[Any, _unsupported(None)] = None
 
     def dimensions(self) -> tuple[int, int] | None:

@@ -70,7 +70,9 @@ async def test_turbo_sizes_seeds_and_step_limit(engine_client, tiny_zoo):
     for body, param in (({"num_inference_steps": 5}, "num_inference_steps"),
                         ({"size": "500x300"}, "size"), ({"size": "abc"}, "size"),
                         ({"size": "64x4096"}, "size"), ({"n": 5}, "n"),
-                        ({"response_format": "png"}, "response_format")):
+                        ({"response_format": "png"}, "response_format"),
+                        ({"guidance_scale": "5"}, "guidance_scale"),
+                        ({"prompt": ""}, "prompt")):
         resp = await client.post(IMAGES_GENERATIONS, json={"prompt": "x", **body})
         assert resp.status == 400, body
         error = (await resp.json())["error"]
