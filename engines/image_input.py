@@ -82,16 +82,17 @@ async def load_image(url: str, param: str, limits: ImageLimits, *,
                      policy: AddressPolicy = refuse_non_public) -> Image.Image:
     """The RGB image an `image_url.url` names; RequestError (400/413) naming `param`."""
     scheme = url.partition(":")[0].lower() if ":" in url else ""
-    if scheme == "data":
-        data = decode_data_url(url, param, limits.max_bytes)
-    elif scheme in ("http", "https"):
+    if scheme == "data":  # base64 of up to max_bytes: decoded off the loop too
+        return await asyncio.to_thread(
+            lambda: open_image(decode_data_url(url, param, limits.max_bytes), param,
+                               limits.max_pixels))
+    if scheme in ("http", "https"):
         data = await fetch_image_bytes(url, param, limits, policy=policy)
-    else:
-        raise RequestError(
-            400, f"{param}: {scheme + '://' if scheme else 'this'} URLs are not accepted; "
-                 "send a data: URL (data:image/png;base64,...) or an http(s) URL",
-            param=param, code="invalid_image_url")
-    return await asyncio.to_thread(open_image, data, param, limits.max_pixels)
+        return await asyncio.to_thread(open_image, data, param, limits.max_pixels)
+    shown = f"{scheme}: URLs are" if scheme else "a URL without a scheme is"
+    raise RequestError(400, f"{param}: {shown} not accepted; send a data: URL "
+                            "(data:image/png;base64,...) or an http(s) URL",
+                       param=param, code="invalid_image_url")
 
 
 def decode_data_url(url: str, param: str, max_bytes: int) -> bytes:
@@ -136,6 +137,8 @@ def open_image(data: bytes, param: str, max_pixels: int = MAX_PIXELS) -> Image.I
                 413, f"{param}: the image is {width}x{height} pixels; at most {max_pixels} "
                      "pixels are accepted", param=param, code="image_too_large")
         image.load()  # reads every pixel: a truncated file fails here
+        if image.mode.startswith("I;16"):  # 16-bit grey: RGB would clip at 255, not scale
+            image = image.convert("I").point(lambda v: v * (1 / 256)).convert("L")
         return image.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise RequestError(413, f"{param}: the image is too large to decode ({exc})",

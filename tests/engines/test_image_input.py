@@ -67,6 +67,17 @@ async def test_a_png_data_url_becomes_an_rgb_image(mode) -> None:
     assert image.mode == "RGB" and image.size == (20, 10)
 
 
+def test_16_bit_grey_is_scaled_not_clipped() -> None:
+    out = io.BytesIO()
+    grey = Image.new("I;16", (4, 2), 65535)
+    grey.putpixel((0, 0), 32768)
+    grey.save(out, format="PNG")
+    image = open_image(out.getvalue(), PARAM)
+    assert image.mode == "RGB"
+    assert image.getpixel((0, 0)) == (128, 128, 128)
+    assert image.getpixel((1, 0)) == (255, 255, 255)
+
+
 @pytest.mark.parametrize("fmt,mime", [("JPEG", "image/jpeg"), ("GIF", "image/gif"),
                                       ("WEBP", "image/webp"), ("BMP", "image/bmp")])
 async def test_other_formats(fmt, mime) -> None:

@@ -71,7 +71,10 @@ def _answer(body: dict[str, Any]) -> str:
     return content
 
 
-async def test_caption_and_vqa_deploy_and_answer(make_client, tiny_zoo, tmp_path) -> None:
+async def test_caption_and_vqa_deploy_and_answer(make_client, tiny_zoo, tmp_path,
+                                                 monkeypatch) -> None:
+    # the engines copy moondream2's remote code here (default: ~/.cache/huggingface)
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "hf-modules"))
     models = tiny_zoo.models_dir(tmp_path / "models", BLIP_ID, MOONDREAM_ID)
     client = await make_client(models_dir=models)
     for name, model in (("blip", BLIP_ID), ("moondream", MOONDREAM_ID)):
@@ -122,6 +125,8 @@ async def test_caption_and_vqa_deploy_and_answer(make_client, tiny_zoo, tmp_path
         assert status == 400 and body["error"]["code"] == "image_missing", body
         status, body = await _post(client, {"model": name, "prompt": "x"}, "/v1/completions")
         assert status == 400 and body["error"]["code"] == "unsupported_route", body
+
+    assert any((tmp_path / "hf-modules").rglob("moondream_standin.py"))
 
     # the engines lived through all of it
     for name in ("blip", "moondream"):
