@@ -130,7 +130,7 @@ def open_image(data: bytes, param: str, max_pixels: int = MAX_PIXELS) -> Image.I
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
         width, height = image.size
         if width * height > max_pixels:
             raise RequestError(
@@ -222,8 +222,10 @@ async def _check_host(target: URL, param: str, resolver: _PinnedResolver,
         literal: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         literal = None
+    addresses: list[tuple[int, str]]
     if literal is not None:  # aiohttp connects to an IP literal without asking a resolver
-        addresses = [(socket.AF_INET6 if literal.version == 6 else socket.AF_INET, str(literal))]
+        family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
+        addresses = [(int(family), str(literal))]
     else:
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(

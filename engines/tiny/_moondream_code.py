@@ -128,8 +128,8 @@ class TinyMoondream(PreTrainedModel):
     @property
     def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
-            self._tokenizer = Tokenizer.from_file(os.path.join(self.name_or_path,
-                                                               "tokenizer.json"))
+            folder = str(self.name_or_path)  # the model folder from_pretrained read
+            self._tokenizer = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
         return self._tokenizer
 
     def _answer(self, image: Any, prompt: str,

@@ -26,7 +26,7 @@ from engines.prepare import CORPUS, SEED, publish, train_tokenizer
 
 log = logging.getLogger(__name__)
 
-VERSION = 2
+VERSION = 3
 
 BLIP_ID = "Salesforce/blip-image-captioning-large"
 MOONDREAM_ID = "lucataco/moondream2"
