@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from engines.prepare import CORPUS, SEED, publish
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2
 
 BASE = "stabilityai/stable-diffusion-xl-base-1.0"
 TURBO = "stabilityai/sdxl-turbo"
@@ -33,6 +35,7 @@ _BOS, _EOS = "<|startoftext|>", "<|endoftext|>"
 _TEXT_HIDDEN = 32  # each encoder; the UNet's cross_attention_dim is their sum
 _PROJECTION = 32  # text_encoder_2's pooled projection
 _TIME_EMBED = 8  # addition_time_embed_dim; 6 time ids (size, crop, target size)
+_MERGES = 200  # BPE merges learned for the tokenizers
 
 # The real schedulers' configs (scheduler/scheduler_config.json of each repository).
 _SCHEDULER_COMMON: dict[str, Any] = {
@@ -93,7 +96,7 @@ def _build(path: Path, model_id: str) -> Path:
     with torch.random.fork_rng():
         torch.manual_seed(SEED)
         text_encoder, text_encoder_2 = _text_encoders(len(tokenizer), tokenizer)
-        pipe = StableDiffusionXLPipeline(
+        pipe: Any = StableDiffusionXLPipeline(
             vae=_vae(),
             text_encoder=text_encoder,
             text_encoder_2=text_encoder_2,
@@ -110,41 +113,57 @@ def _build(path: Path, model_id: str) -> Path:
 
 
 def _tokenizer(pad: str) -> Any:
-    """A CLIP tokenizer (lower-cased byte-level BPE with `</w>` word ends) trained on a
-    few sentences; every byte and every byte ending a word is in the vocabulary, so no
-    text maps to unknown tokens."""
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    """A CLIP tokenizer (lower-cased byte-level BPE with `</w>` word ends) whose merges
+    are learned from a few sentences. Every byte, and every byte ending a word, is in
+    the vocabulary, so no text maps to unknown tokens. Learned here, deterministically
+    (ties broken by the pair itself), not by the `tokenizers` trainer: its tie-breaking
+    changes from run to run, and so would the token ids."""
+    from tokenizers import pre_tokenizers
     from transformers import CLIPTokenizer
 
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    bpe.normalizer = normalizers.Sequence(
-        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
-    )
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"), behavior="removed",
-                             invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False),
-    ])
-    trainer = trainers.BpeTrainer(
-        vocab_size=512, special_tokens=[_BOS, _EOS], initial_alphabet=alphabet,
-        end_of_word_suffix="</w>", show_progress=False,
-    )
-    bpe.train_from_iterator(CORPUS * 4, trainer)
-    trained = bpe.get_vocab()
-    vocab = dict(sorted(trained.items(), key=lambda kv: kv[1]))
-    for token in sorted(alphabet) + [c + "</w>" for c in sorted(alphabet)]:
-        vocab.setdefault(token, len(vocab))
-    state = bpe.model.__getstate__()
-    merges = _merges(state)
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {_BOS: 0, _EOS: 1}
+    for token in alphabet + [c + "</w>" for c in alphabet]:
+        vocab[token] = len(vocab)
+    # the real CLIP normalizer and pre-tokenizer split the corpus into words
+    backend = CLIPTokenizer(vocab=dict(vocab), merges=[]).backend_tokenizer
+    words: Counter[tuple[str, ...]] = Counter()
+    for text in CORPUS:
+        for piece, _ in backend.pre_tokenizer.pre_tokenize_str(
+                backend.normalizer.normalize_str(text)):
+            words[(*piece[:-1], piece[-1] + "</w>")] += 1
+    merges: Any = _learn_merges(words, _MERGES)  # pairs, as the tokenizers BPE wants them
+    for left, right in merges:
+        vocab.setdefault(left + right, len(vocab))
     return CLIPTokenizer(vocab=vocab, merges=merges, pad_token=pad, model_max_length=77)
 
 
-def _merges(state: Any) -> list[tuple[str, str]]:
-    import json
-
-    raw = json.loads(state)["merges"]
-    return [tuple(m.split(" ", 1)) if isinstance(m, str) else (m[0], m[1]) for m in raw]
+def _learn_merges(words: Counter[tuple[str, ...]], count: int) -> list[tuple[str, str]]:
+    """Byte-pair encoding's training: merge the most frequent adjacent pair, `count` times."""
+    merges: list[tuple[str, str]] = []
+    for _ in range(count):
+        pairs: Counter[tuple[str, str]] = Counter()
+        for word, n in words.items():
+            for pair in pairwise(word):
+                pairs[pair] += n
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        merges.append(best)
+        merged: Counter[tuple[str, ...]] = Counter()
+        for word, n in words.items():
+            out: list[str] = []
+            i = 0
+            while i < len(word):
+                if word[i:i + 2] == best:
+                    out.append(best[0] + best[1])
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            merged[tuple(out)] += n
+        words = merged
+    return merges
 
 
 def _text_encoders(vocab_size: int, tokenizer: Any) -> tuple[Any, Any]:

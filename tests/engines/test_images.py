@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from engines.app import STATE
 from engines.images import BASE_DEFAULTS, TURBO_DEFAULTS, _base_url, defaults_for
 from engines.protocol import BASE_URL_HEADER, IMAGES_GENERATIONS, Task
 from engines.tiny.sdxl import BASE, TURBO
@@ -122,6 +123,12 @@ async def test_url_answers_write_pngs_where_the_server_serves_them(engine_client
         resp = await client.post(IMAGES_GENERATIONS, json={**body, "n": 1}, headers=headers)
         [d] = (await resp.json())["data"]
         assert re.fullmatch(r"/files/images/[0-9a-f]{32}\.png", d["url"])
+
+    # an engine shutting down stops generating (at the next step) and says so
+    client.app[STATE].engine.close()
+    resp = await client.post(IMAGES_GENERATIONS, json=body)
+    assert resp.status == 503
+    assert (await resp.json())["error"]["code"] == "engine_stopping"
 
 
 def test_defaults_per_model():
