@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 CONFIG ?= config.toml
 MODELS_DIR ?= models
 
-.PHONY: run test check install models clean bench
+.PHONY: run test check install models tiny-models clean bench
 
 run: $(STAMP) models
 	$(VENV)/bin/berth serve --config $(CONFIG)
@@ -35,6 +35,11 @@ $(STAMP): pyproject.toml constraints.txt
 # The offline models of the default config: real MiniLM weights, a tiny random chat model.
 models: $(STAMP)
 	$(PY) -m engines.prepare --models-dir $(MODELS_DIR)
+
+# Tiny RANDOM-weight stand-ins of every catalog model under their real ids (garbage
+# answers): try every route offline. Never overwrites real weights.
+tiny-models: $(STAMP)
+	$(PY) -m engines.prepare --models-dir $(MODELS_DIR) --tiny all
 
 bench: $(STAMP)
 	$(PY) bench/router_overhead.py

@@ -8,6 +8,12 @@
 
 Idempotent: a folder that is already there and valid is left alone.
 `build_tiny_base_model` (no chat template) is for tests only.
+
+`--tiny ID` (repeatable, or `--tiny all`) also places a tiny RANDOM-weight stand-in of a
+catalog model (engines/tiny) under its real id, so that every route can be tried on a
+machine without network: SDXL, BLIP, moondream2, Bark, Llama Guard and every text family.
+They answer garbage. A folder holding anything else (real weights) is never overwritten;
+a stand-in carries a `TINY_RANDOM_WEIGHTS` marker file.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from engines.protocol import TINY_WEIGHTS_MARKER
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +243,36 @@ def prepare(models_dir: Path, *, force: bool = False) -> dict[str, Path]:
     return done
 
 
+def prepare_tiny(models_dir: Path, ids: list[str], *, force: bool = False) -> dict[str, Path]:
+    """Places tiny random stand-ins of catalog models under their real ids."""
+    from engines.tiny import builders
+
+    known = builders()
+    wanted = sorted(known) if "all" in ids else ids
+    unknown = [i for i in wanted if i not in known]
+    if unknown:
+        raise ValueError(f"no tiny stand-in for {', '.join(unknown)}; there are: "
+                         f"{', '.join(sorted(known))}")
+    done: dict[str, Path] = {}
+    for model_id in wanted:
+        target = models_dir / model_id
+        if target.exists() and not (target / TINY_WEIGHTS_MARKER).is_file():
+            print(f"{model_id}: {target} holds other weights; left alone")
+            continue
+        if (target / TINY_WEIGHTS_MARKER).is_file() and not force:
+            print(f"{model_id}: tiny stand-in already in {target}")
+        else:
+            print(f"{model_id}: building a tiny random stand-in in {target} ...", flush=True)
+            known[model_id].build(target)
+            (target / TINY_WEIGHTS_MARKER).write_text(
+                "Random weights built by `python -m engines.prepare --tiny`: garbage output, "
+                "for trying berth's routes only. Delete this folder before placing real "
+                "weights here.\n", encoding="utf-8")
+            print(f"{model_id}: ready ({_size(target) / 1e6:.1f} MB, RANDOM weights)")
+        done[model_id] = target
+    return done
+
+
 def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -252,10 +290,15 @@ def main(argv: list[str] | None = None) -> int:
         help="where <org>/<name> model folders live (default: models)",
     )
     parser.add_argument("--force", action="store_true", help="rebuild what is already there")
+    parser.add_argument("--tiny", action="append", default=[], metavar="ID",
+                        help="also place a tiny random stand-in of catalog model ID under its "
+                             "real id (repeatable; 'all' for every one)")
     args = parser.parse_args(argv)
     try:
         prepare(args.models_dir, force=args.force)
-    except (ImportError, OSError) as exc:
+        if args.tiny:
+            prepare_tiny(args.models_dir, args.tiny, force=args.force)
+    except (ImportError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

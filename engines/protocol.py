@@ -138,6 +138,11 @@ def describe_exit(returncode: int) -> str:
     return f"exit {returncode} ({meaning})" if meaning else f"exit {returncode}"
 
 
+# A model folder holding this file has tiny RANDOM weights (`python -m engines.prepare
+# --tiny`): it deploys like the real model and answers garbage. /api/models says so.
+TINY_WEIGHTS_MARKER = "TINY_RANDOM_WEIGHTS"
+
+
 # --- the spec an engine is started with ---------------------------------------------
 
 SPEC_ARG = "--spec"

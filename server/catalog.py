@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from engines.protocol import Task, resolve_dtype
+from engines.protocol import TINY_WEIGHTS_MARKER, Task, resolve_dtype
 from server.config import Config, Tier
 from server.errors import BadRequest, Unprocessable
 from server.weights import WeightsNotFound, find_weights, infer_task
@@ -402,6 +402,7 @@ def _memory_json(entry: CatalogEntry | None, folder: Path | None,
         "memory_source": mem.source if mem else None,
         "fits": fits, "smallest_tier": fits[0] if fits else None,
         "present": folder is not None, "path": str(folder) if folder else None,
+        "random_weights": folder is not None and (folder / TINY_WEIGHTS_MARKER).is_file(),
     }
 
 
