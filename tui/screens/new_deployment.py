@@ -43,13 +43,13 @@ def no_room(tier: Tier, hardware: Hardware) -> str:
     free = hardware.free
     short = []
     if tier.cpus is not None and free.cpus is not None and tier.cpus > free.cpus:
-        short.append(f"{fmt.cpus(free.cpus)} CPU free")
+        short.append(f"{fmt.cpus(free.cpus)} CPU")
     if (tier.memory_bytes is not None and free.memory_bytes is not None
             and tier.memory_bytes > free.memory_bytes):
-        short.append(f"{fmt.size(free.memory_bytes)} free")
+        short.append(fmt.size(free.memory_bytes))
     if tier.gpus and (free.gpus or 0) < tier.gpus:
-        short.append(f"{free.gpus or 0} GPU free")
-    return ", ".join(short) or "the node is full"
+        short.append(f"{free.gpus or 0} GPU")
+    return ", ".join(short) + " free" if short else "the node is full"
 
 
 @dataclass(frozen=True)
