@@ -32,7 +32,7 @@ def run_action(screen: PollingScreen, name: str, verb: str,
                 then()
         screen.poll_now()
 
-    screen.run_worker(act, group=f"action-{name}", exit_on_error=False)
+    screen.run_worker(act(), group=f"action-{name}", exit_on_error=False)
     screen.poll_now()
 
 

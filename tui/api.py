@@ -21,24 +21,24 @@ class Reader:
     def __init__(self, data: Any) -> None:
         self.data: dict[str, Any] = data if isinstance(data, dict) else {}
 
-    def str(self, key: str) -> str | None:
+    def text(self, key: str) -> str | None:
         value = self.data.get(key)
         return value if isinstance(value, str) else None
 
-    def float(self, key: str) -> float | None:
+    def number(self, key: str) -> float | None:
         value = self.data.get(key)
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None
         number = float(value)
         return number if math.isfinite(number) else None
 
-    def int(self, key: str) -> int | None:
+    def integer(self, key: str) -> int | None:
         value = self.data.get(key)
         if isinstance(value, bool) or not isinstance(value, int):
             return None
         return value
 
-    def bool(self, key: str) -> bool:
+    def flag(self, key: str) -> bool:
         return self.data.get(key) is True
 
     def money(self, key: str) -> Decimal | None:
@@ -54,7 +54,7 @@ class Reader:
 
     def time(self, key: str) -> datetime | None:
         """An ISO 8601 time ("2026-12-03T10:00:00.000Z"), as an aware datetime."""
-        value = self.str(key)
+        value = self.text(key)
         if value is None:
             return None
         try:
@@ -101,20 +101,20 @@ class Deployment:
     def from_json(cls, data: Any) -> Deployment | None:
         """None for an entry without a name: it cannot be shown or acted on."""
         r = Reader(data)
-        name = r.str("name")
+        name = r.text("name")
         if not name:
             return None
         usage, billing = r.obj("usage"), r.obj("billing")
         return cls(
-            name=name, model=r.str("model"), hardware=r.str("hardware"), owner=r.str("owner"),
-            status=r.str("status") or "unknown", reason=r.str("reason"), pid=r.int("pid"),
-            restarts=r.int("restarts"), created_at=r.time("created_at"),
-            ready_at=r.time("ready_at"), cpu_percent=usage.float("cpu_percent"),
-            memory_bytes=usage.int("memory_bytes"),
-            memory_limit_bytes=usage.int("memory_limit_bytes"),
-            billed_seconds=billing.float("billed_seconds"), cost=billing.money("cost"),
-            currency=billing.str("currency"), rate_per_hour=billing.money("rate_per_hour"),
-            deleting=r.bool("deleting"), raw=r.data)
+            name=name, model=r.text("model"), hardware=r.text("hardware"), owner=r.text("owner"),
+            status=r.text("status") or "unknown", reason=r.text("reason"), pid=r.integer("pid"),
+            restarts=r.integer("restarts"), created_at=r.time("created_at"),
+            ready_at=r.time("ready_at"), cpu_percent=usage.number("cpu_percent"),
+            memory_bytes=usage.integer("memory_bytes"),
+            memory_limit_bytes=usage.integer("memory_limit_bytes"),
+            billed_seconds=billing.number("billed_seconds"), cost=billing.money("cost"),
+            currency=billing.text("currency"), rate_per_hour=billing.money("rate_per_hour"),
+            deleting=r.flag("deleting"), raw=r.data)
 
     @property
     def startable(self) -> bool:
@@ -141,7 +141,8 @@ class Resources:
 
     @classmethod
     def from_json(cls, r: Reader) -> Resources:
-        return cls(cpus=r.float("cpus"), memory_bytes=r.int("memory_bytes"), gpus=r.int("gpus"))
+        return cls(cpus=r.number("cpus"), memory_bytes=r.integer("memory_bytes"),
+                   gpus=r.integer("gpus"))
 
 
 @dataclass(frozen=True)
@@ -165,14 +166,14 @@ class Hardware:
     @classmethod
     def from_json(cls, data: Any) -> Hardware:
         r = Reader(data)
-        tiers = [Tier(name=t.str("name") or "?", cpus=t.float("cpus"),
-                      memory_bytes=t.int("memory_bytes"), gpus=t.int("gpus"),
-                      price_per_hour=t.money("price_per_hour"), fits_free=t.bool("fits_free"))
-                 for t in r.objects("tiers") if t.str("name")]
+        tiers = [Tier(name=t.text("name") or "?", cpus=t.number("cpus"),
+                      memory_bytes=t.integer("memory_bytes"), gpus=t.integer("gpus"),
+                      price_per_hour=t.money("price_per_hour"), fits_free=t.flag("fits_free"))
+                 for t in r.objects("tiers") if t.text("name")]
         return cls(capacity=Resources.from_json(r.obj("capacity")),
                    allocated=Resources.from_json(r.obj("allocated")),
                    free=Resources.from_json(r.obj("free")), tiers=tiers,
-                   slice_driver=r.obj("slices").str("driver"))
+                   slice_driver=r.obj("slices").text("driver"))
 
 
 @dataclass(frozen=True)
@@ -187,13 +188,13 @@ class Model:
 
     @classmethod
     def from_json(cls, r: Reader) -> Model | None:
-        model_id = r.str("id")
+        model_id = r.text("id")
         if not model_id:
             return None
-        return cls(id=model_id, task=r.str("task"), fits=r.strings("fits"),
-                   present=r.bool("present"), available=r.bool("available"),
-                   memory_bytes=r.int("memory_bytes"),
-                   unavailable_reason=r.str("unavailable_reason"))
+        return cls(id=model_id, task=r.text("task"), fits=r.strings("fits"),
+                   present=r.flag("present"), available=r.flag("available"),
+                   memory_bytes=r.integer("memory_bytes"),
+                   unavailable_reason=r.text("unavailable_reason"))
 
 
 def models_from_json(data: Any) -> list[Model]:
@@ -209,8 +210,8 @@ class BillingRow:
 
     @classmethod
     def from_json(cls, r: Reader) -> BillingRow:
-        return cls(key=r.str("key") or "?", billed_seconds=r.float("billed_seconds"),
-                   cost=r.money("cost"), currency=r.str("currency"))
+        return cls(key=r.text("key") or "?", billed_seconds=r.number("billed_seconds"),
+                   cost=r.money("cost"), currency=r.text("currency"))
 
 
 @dataclass(frozen=True)
@@ -246,12 +247,12 @@ class Usage:
     @classmethod
     def from_json(cls, data: Any) -> Usage:
         r = Reader(data)
-        points = [UsagePoint(deployment=p.str("deployment"), t=t, cpu_percent=p.float(
-                      "cpu_percent"), memory_bytes=p.int("memory_bytes"),
-                      requests=p.int("requests") or 0, errors=p.int("errors") or 0,
-                      latency_ms_avg=p.float("latency_ms_avg"))
-                  for p in r.objects("data") if (t := p.float("t")) is not None]
-        step = r.int("step")
+        points = [UsagePoint(deployment=p.text("deployment"), t=t, cpu_percent=p.number(
+                      "cpu_percent"), memory_bytes=p.integer("memory_bytes"),
+                      requests=p.integer("requests") or 0, errors=p.integer("errors") or 0,
+                      latency_ms_avg=p.number("latency_ms_avg"))
+                  for p in r.objects("data") if (t := p.number("t")) is not None]
+        step = r.integer("step")
         return cls(step=step if step and step > 0 else 1, points=points)
 
 
@@ -264,8 +265,8 @@ class Event:
 
 
 def events_from_json(data: Any) -> list[Event]:
-    return [Event(at=e.time("at"), status=e.str("status"), reason=e.str("reason"),
-                  pid=e.int("pid")) for e in Reader(data).objects("data")]
+    return [Event(at=e.time("at"), status=e.text("status"), reason=e.text("reason"),
+                  pid=e.integer("pid")) for e in Reader(data).objects("data")]
 
 
 @dataclass(frozen=True)
@@ -276,4 +277,4 @@ class LogChunk:
     @classmethod
     def from_json(cls, data: Any) -> LogChunk:
         r = Reader(data)
-        return cls(lines=r.strings("lines"), offset=r.int("offset"))
+        return cls(lines=r.strings("lines"), offset=r.integer("offset"))

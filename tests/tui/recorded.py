@@ -201,7 +201,7 @@ class RecordedServer:
     def __init__(self, answers: dict[str, Any] | None = None) -> None:
         self.answers = answers if answers is not None else default_answers()
         self.port = 0
-        self.calls: list[tuple[str, str]] = []
+        self.calls: list[tuple[str, str, dict[str, str]]] = []  # method, path, query
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -241,7 +241,7 @@ class RecordedServer:
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.calls.append((request.method, request.path))
+        self.calls.append((request.method, request.path, dict(request.query)))
         answer = self.answers.get(request.path)
         if answer is None:
             return web.json_response({"error": {"message": f"no route {request.path}",

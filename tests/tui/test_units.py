@@ -68,10 +68,10 @@ def test_formats() -> None:
 
 def test_reader_gives_types_or_none() -> None:
     r = Reader({"n": True, "f": float("nan"), "m": "1e5", "bad": "x", "t": "2026-12-04T10:00Z"})
-    assert r.int("n") is None and r.float("f") is None and r.bool("n")
+    assert r.integer("n") is None and r.number("f") is None and r.flag("n")
     assert r.money("m") == Decimal("1e5") and r.money("bad") is None
     assert r.time("t") is not None and r.time("bad") is None
-    assert Reader([1]).str("x") is None
+    assert Reader([1]).text("x") is None
     assert Deployment.from_json({"name": 3}) is None
     dep = Deployment.from_json({"name": "a", "status": None, "usage": [1]})
     assert dep is not None and dep.status == "unknown" and dep.cpu_percent is None

@@ -42,6 +42,7 @@ class Report:
     by_deployment: Billing
     by_owner: Billing
     label: str
+    choice: int  # which choice of period it answers
 
 
 class BillingScreen(PollingScreen):
@@ -59,6 +60,7 @@ class BillingScreen(PollingScreen):
         self.since: datetime | None = None
         self.until: datetime | None = None
         self.shown: tuple[object, ...] | None = None
+        self.choice = 0  # bumped at each change of period: older answers are dropped
 
     def compose(self) -> ComposeResult:
         yield ConnectionBanner(self.berth.label)
@@ -100,13 +102,16 @@ class BillingScreen(PollingScreen):
         return self.since, self.until, f"from {since} until {until}"
 
     async def fetch(self) -> Report:
+        choice = self.choice
         since, until, label = self._range()
         by_dep, by_owner = await gather(
             self.client.billing(since=since, until=until, group_by="deployment"),
             self.client.billing(since=since, until=until, group_by="owner"))
-        return Report(by_dep, by_owner, label)
+        return Report(by_dep, by_owner, label, choice)
 
     def show(self, data: Report) -> None:
+        if data.choice != self.choice:  # asked before the period changed
+            return
         self.query_one("#period-label", Static).update(Text(data.label + " (UTC)"))
         key = (data.by_deployment, data.by_owner)
         if key == self.shown:
@@ -165,4 +170,5 @@ class BillingScreen(PollingScreen):
     def _set(self, period: str) -> None:
         self.period = period
         self.shown = None
+        self.choice += 1
         self.poll_now()

@@ -167,7 +167,12 @@ class DetailScreen(PollingScreen):
 
     def action_delete(self) -> None:
         if self.dep is not None:
-            confirm_delete(self, self.dep, then=self.dismiss)
+            confirm_delete(self, self.dep, then=self._deleted)
+
+    def _deleted(self) -> None:
+        """Back to the table once the deployment is gone (unless the person moved on)."""
+        if self.is_current:
+            self.dismiss()
 
     def action_logs(self) -> None:
         from tui.screens.logs import LogsScreen
