@@ -328,6 +328,26 @@ def smallest_fitting_tier(need_bytes: int, tiers: dict[str, Tier]) -> str | None
     return fits[0] if fits else None
 
 
+def tiers_that_hold(entry: CatalogEntry | None, folder: Path | None,
+                    tiers: dict[str, Tier], *, task: Task | None = None,
+                    requested: str = "auto") -> list[str]:
+    """Names of the tiers that hold the model as each tier's engine loads it, smallest
+    first: a GPU tier loads bf16 whatever the CPU, so an 8B model fits `a10` even on a
+    CPU without bf16, where it needs fp32 (twice the bytes) on the CPU tiers.
+    ValueError when nothing tells the model's size."""
+    if task is None:
+        task = entry.engine_task if entry else (infer_task(folder) if folder else None)
+    estimates: dict[str, MemoryEstimate] = {}
+    names = []
+    for tier in _by_memory(tiers):
+        dtype = engine_dtype(entry, task, requested, has_gpu=tier.gpus > 0)
+        if dtype not in estimates:
+            estimates[dtype] = memory_needed(entry, folder, dtype=dtype)
+        if estimates[dtype].bytes <= tier.memory_bytes:
+            names.append(tier.name)
+    return names
+
+
 # --- where weights are -------------------------------------------------------------------
 
 def find_entry_weights(entry: CatalogEntry, models_dir: Path) -> Path | None:
@@ -393,9 +413,9 @@ def _memory_json(entry: CatalogEntry | None, folder: Path | None,
                  config: Config) -> dict[str, Any]:
     try:
         mem: MemoryEstimate | None = memory_needed(entry, folder)
+        fits = tiers_that_hold(entry, folder, config.tiers)
     except ValueError:
-        mem = None
-    fits = fitting_tiers(mem.bytes, config.tiers) if mem else []
+        mem, fits = None, []
     return {
         "parameters": mem.parameters if mem else None, "dtype": mem.dtype if mem else None,
         "memory_bytes": mem.bytes if mem else None,
@@ -470,7 +490,8 @@ def check_deployable(model_id: str, tier_name: str, config: Config, *,
         if folder is not None and memory.source == "catalog":
             empty, folder = folder, None
         if memory.bytes > tier.memory_bytes:
-            smallest = smallest_fitting_tier(memory.bytes, config.tiers)
+            fits = tiers_that_hold(entry, folder, config.tiers, task=task, requested=dtype)
+            smallest = fits[0] if fits else None
             advice = (f"the smallest tier that fits is {smallest}" if smallest else
                       "no tier has that much memory")
             raise Unprocessable(

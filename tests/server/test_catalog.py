@@ -23,6 +23,7 @@ from server.catalog import (
     memory_needed,
     resolve,
     smallest_fitting_tier,
+    tiers_that_hold,
 )
 from server.config import DEFAULT_TIERS, Config, config_from_dict
 from server.errors import ApiError
@@ -197,6 +198,27 @@ def test_llama3_8b_fits_only_the_big_tiers() -> None:
     fits = fitting_tiers(mem.bytes, DEFAULT_TIERS)
     assert not {"micro", "small", "medium"} & set(fits)
     assert fits == ["a10"] and smallest_fitting_tier(mem.bytes, DEFAULT_TIERS) == "a10"
+
+
+@pytest.mark.parametrize(("cpu_bf16", "phi2_fits"), [
+    (False, ["large", "a10"]),  # fp32 on the CPU tiers: 2.78B x 4 bytes
+    (True, ["medium", "large", "a10"]),
+])
+def test_each_tier_is_sized_in_the_dtype_its_engine_loads(
+        monkeypatch, tmp_path: Path, cpu_bf16: bool, phi2_fits: list[str]) -> None:
+    """A GPU tier loads bf16 whatever the CPU; the CPU tiers load what the CPU computes.
+    So an 8B model fits a10 on every host, and where it fits is not the host's accident."""
+    monkeypatch.setattr("engines.protocol.cpu_supports_bf16", lambda: cpu_bf16)
+    assert tiers_that_hold(resolve(LLAMA3), None, DEFAULT_TIERS) == ["a10"]
+    assert tiers_that_hold(resolve("microsoft/phi-2"), None, DEFAULT_TIERS) == phi2_fits
+    rows = {r["id"]: r for r in catalog_json(make_config(tmp_path, tmp_path / "models"))}
+    assert rows[LLAMA3]["fits"] == ["a10"]
+    assert rows["microsoft/phi-2"]["fits"] == phi2_fits
+    assert rows["microsoft/phi-2"]["dtype"] == ("bfloat16" if cpu_bf16 else "float32")
+    with pytest.raises(ApiError) as info:
+        check_deployable(LLAMA3, "micro", make_config(tmp_path, tmp_path / "models"))
+    assert api_error(info)[:2] == (422, "insufficient_memory")
+    assert "smallest tier that fits is a10" in str(info.value)
 
 
 def test_tiers_are_ordered_by_memory() -> None:
