@@ -52,6 +52,7 @@ class StandInDeployment:
     spawned_at: float | None = None
     exited_at: float | None = None
     usage: UsageMeter | None = None
+    slice: Any = None  # none: no GPU reading
 
 
 @dataclass

@@ -7,9 +7,10 @@ killed with SIGKILL loses at most the last second; a row is never reopened, and 
 never starts before the last one of its deployment ended, so no second is billed twice.
 Stopped, failed, backing-off and deleted deployments have no engine: nothing is billed.
 
-Usage: each reading (CPU % over the last second, memory) is added to its 1 s, 1 min and
-1 h buckets (`usage`), together with the requests that started in that second; buckets
-older than `[metering]` retention are pruned once a minute.
+Usage: each reading (CPU % over the last second, memory, GPU memory on GPU tiers) is
+added to its 1 s, 1 min and 1 h buckets (`usage`), together with the requests that
+started in that second; buckets older than `[metering]` retention are pruned once a
+minute.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 from server.accounting import Accounting, Record
 from server.config import Config
+from server.gpu import GpuMemory, process_tree
 from server.money import rate_micros
 from server.store import Store, UsageSums
 from server.supervisor import Deployment, Supervisor
@@ -45,8 +47,9 @@ class _Open:
 
 class Meter:
     def __init__(self, config: Config, store: Store, supervisor: Supervisor,
-                 accounting: Accounting | None = None) -> None:
+                 accounting: Accounting | None = None, gpu: GpuMemory | None = None) -> None:
         self.config = config
+        self.gpu = gpu or GpuMemory()
         self.accounting = accounting
         self.store = store
         self.supervisor = supervisor
@@ -64,6 +67,7 @@ class Meter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.tick()
+        self.gpu.close()
 
     async def _run(self) -> None:
         while True:
@@ -125,8 +129,12 @@ class Meter:
             meter = dep.usage
             if dep.pid is None or meter is None or not meter.sample():
                 continue
+            gpus = dep.slice.info.gpus if dep.slice else []
+            gpu = self.gpu.used_by(process_tree(dep.pid), gpus) if gpus else None
+            meter.gpu_memory_bytes = gpu
             usage[dep.id, second] = (1, meter.cpu_percent, meter.memory_bytes,
-                                     meter.memory_bytes, 0, 0, 0.0, 0, 0)
+                                     meter.memory_bytes, 0, 0, 0.0, 0, 0,
+                                     *((1, gpu, gpu) if gpu is not None else (0, 0, 0)))
         return usage
 
 
@@ -136,8 +144,9 @@ def _add_requests(usage: dict[tuple[int, int], UsageSums], records: Iterable[Rec
         if r.deployment_id is None:
             continue
         key = (r.deployment_id, int(r.started))
-        (n, cpu, mem, mem_max, requests, errors, latency, prompt,
-         completion) = usage.get(key, (0, 0.0, 0, 0, 0, 0, 0.0, 0, 0))
+        (n, cpu, mem, mem_max, requests, errors, latency, prompt, completion,
+         *gpu) = usage.get(key, (0, 0.0, 0, 0, 0, 0, 0.0, 0, 0, 0, 0, 0))
         usage[key] = (n, cpu, mem, mem_max, requests + 1,
                       errors + (r.outcome != "ok"), latency + (r.latency_ms or 0.0),
-                      prompt + (r.prompt_tokens or 0), completion + (r.completion_tokens or 0))
+                      prompt + (r.prompt_tokens or 0), completion + (r.completion_tokens or 0),
+                      gpu[0], gpu[1], gpu[2])

@@ -61,6 +61,8 @@ def _deployment_families(deps: list[Deployment],
     cpu_percent = gauge("berth_deployment_cpu_percent", "CPU % between the last two readings")
     memory = gauge("berth_deployment_memory_bytes", "Memory in use")
     limit = gauge("berth_deployment_memory_limit_bytes", "Memory limit of the hardware tier")
+    gpu_memory = gauge("berth_deployment_gpu_memory_bytes",
+                       "GPU memory the engine's processes hold (GPU tiers, where NVML reads)")
     billed_s = counter("berth_deployment_billed_seconds", "Seconds billed, all time")
     cost = counter("berth_deployment_cost", "Cost billed, all time (a float: the exact "
                    "amount is in /api/billing)", "currency")
@@ -76,6 +78,8 @@ def _deployment_families(deps: list[Deployment],
             cpu_seconds.add_metric(labels, dep.usage.cpu_seconds)
             cpu_percent.add_metric(labels, dep.usage.cpu_percent)
             memory.add_metric(labels, dep.usage.memory_bytes)
+            if dep.usage.gpu_memory_bytes is not None:
+                gpu_memory.add_metric(labels, dep.usage.gpu_memory_bytes)
         limit.add_metric(labels, dep.tier.memory_bytes)
         parts = billed.get(dep.id, [])
         billed_s.add_metric(labels, sum(ms for ms, _ in parts) / 1000)
@@ -83,8 +87,8 @@ def _deployment_families(deps: list[Deployment],
                         float(money.cost(sum(ms * rate for ms, rate in parts))))
         active.add_metric(labels, dep.gate.active)
         queued.add_metric(labels, dep.gate.waiting)
-    return [state, restarts, ooms, cpu_seconds, cpu_percent, memory, limit, billed_s, cost,
-            active, queued]
+    return [state, restarts, ooms, cpu_seconds, cpu_percent, memory, limit, gpu_memory,
+            billed_s, cost, active, queued]
 
 
 def _request_families(deps: list[Deployment], stats: dict[int, RequestStats],

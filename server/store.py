@@ -128,18 +128,25 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX usage_by_time ON usage(step, ts);
     CREATE INDEX requests_by_time ON requests(started_ms);
     """,
+    # 6: GPU memory of engines on GPU tiers (samples with a GPU reading, their sum, max)
+    """
+    ALTER TABLE usage ADD COLUMN gpu_samples INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN gpu_memory_bytes_sum INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN gpu_memory_bytes_max INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 USAGE_STEPS = (1, 60, 3600)
 # One bucket's numbers, in the order of the usage table's columns after `ts`.
-UsageSums = tuple[int, float, int, int, int, int, float, int, int]
+UsageSums = tuple[int, float, int, int, int, int, float, int, int, int, int, int]
 
 
 _ADD_USAGE = """
     INSERT INTO usage (deployment_id, step, ts, samples, cpu_percent_sum, memory_bytes_sum,
                        memory_bytes_max, requests, errors, latency_ms_sum, prompt_tokens,
-                       completion_tokens)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       completion_tokens, gpu_samples, gpu_memory_bytes_sum,
+                       gpu_memory_bytes_max)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (deployment_id, step, ts) DO UPDATE SET
         samples = samples + excluded.samples,
         cpu_percent_sum = cpu_percent_sum + excluded.cpu_percent_sum,
@@ -149,7 +156,10 @@ _ADD_USAGE = """
         errors = errors + excluded.errors,
         latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-        completion_tokens = completion_tokens + excluded.completion_tokens
+        completion_tokens = completion_tokens + excluded.completion_tokens,
+        gpu_samples = gpu_samples + excluded.gpu_samples,
+        gpu_memory_bytes_sum = gpu_memory_bytes_sum + excluded.gpu_memory_bytes_sum,
+        gpu_memory_bytes_max = MAX(gpu_memory_bytes_max, excluded.gpu_memory_bytes_max)
 """
 
 
@@ -462,7 +472,10 @@ class Store:
                " MAX(memory_bytes_max) AS memory_bytes_max, SUM(requests) AS requests,"
                " SUM(errors) AS errors, SUM(latency_ms_sum) AS latency_ms_sum,"
                " SUM(prompt_tokens) AS prompt_tokens,"
-               " SUM(completion_tokens) AS completion_tokens"
+               " SUM(completion_tokens) AS completion_tokens,"
+               " SUM(gpu_samples) AS gpu_samples,"
+               " SUM(gpu_memory_bytes_sum) AS gpu_memory_bytes_sum,"
+               " MAX(gpu_memory_bytes_max) AS gpu_memory_bytes_max"
                " FROM usage u JOIN deployments d ON d.id = u.deployment_id"
                " WHERE u.step = ? AND u.ts >= ? AND u.ts < ?")
         args: list[Any] = [step, step, source_step, since_s, until_s]

@@ -43,6 +43,7 @@ class UsageMeter:
     cpu_seconds: float = 0.0
     memory_bytes: int = 0
     memory_peak_bytes: int = 0
+    gpu_memory_bytes: int | None = None  # set by the meter on GPU tiers (server.gpu)
     _last: tuple[float, float] | None = None
 
     def sample(self) -> bool:

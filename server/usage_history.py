@@ -43,13 +43,15 @@ def source_step(step: int) -> int:
 
 
 def point(row: dict[str, Any]) -> dict[str, Any]:
-    samples, requests = row["samples"], row["requests"]
+    samples, requests, gpu = row["samples"], row["requests"], row["gpu_samples"]
     return {
         "deployment": row["deployment"],
         "t": row["t"],
         "cpu_percent": round(row["cpu_percent_sum"] / samples, 2) if samples else None,
         "memory_bytes": row["memory_bytes_sum"] // samples if samples else None,
         "memory_max_bytes": row["memory_bytes_max"] if samples else None,
+        "gpu_memory_bytes": row["gpu_memory_bytes_sum"] // gpu if gpu else None,
+        "gpu_memory_max_bytes": row["gpu_memory_bytes_max"] if gpu else None,
         "samples": samples,
         "requests": requests,
         "errors": row["errors"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.store import Store
+from server.usage_history import point
 
 
 @pytest.fixture
@@ -21,8 +22,9 @@ async def _deployment(store: Store, name: str = "chat") -> int:
 
 
 def _sample(cpu: float, mem: int, requests: int = 0, prompt: int = 0, completion: int = 0,
-            latency: float = 0.0, errors: int = 0) -> tuple:
-    return (1, cpu, mem, mem, requests, errors, latency, prompt, completion)
+            latency: float = 0.0, errors: int = 0, gpu: int | None = None) -> tuple:
+    gpu_sums = (0, 0, 0) if gpu is None else (1, gpu, gpu)
+    return (1, cpu, mem, mem, requests, errors, latency, prompt, completion, *gpu_sums)
 
 
 async def test_each_second_rolls_up_into_its_minute_and_hour(store):
@@ -92,3 +94,22 @@ async def test_prune_keeps_each_resolution_for_its_own_retention(store):
     assert [r["ts"] for r in await store.usage_buckets(dep, 60)] == [now - 120, now - 60]
     assert len(await store.usage_buckets(dep, 3600)) == 2
     assert [r["started_ms"] for r in await store.request_rows()] == [(now - 10) * 1000]
+
+
+async def test_gpu_memory_averages_over_the_seconds_that_had_a_reading(store):
+    """A second without a GPU reading (NVML failed) does not drag the average to zero."""
+    dep = await _deployment(store)
+    t0 = 1_700_000_000 - 1_700_000_000 % 60
+    for i, gpu in enumerate([4000, None, 8000, 6000]):
+        await store.record_second(ends={}, requests=[],
+                                  usage={(dep, t0 + i): _sample(1.0, 1, gpu=gpu)})
+    (minute,) = await store.usage_series(step=60, source_step=60, since_s=t0,
+                                         until_s=t0 + 60)
+    assert (minute["samples"], minute["gpu_samples"]) == (4, 3)
+    assert point(minute)["gpu_memory_bytes"] == 6000
+    assert point(minute)["gpu_memory_max_bytes"] == 8000
+    other = await _deployment(store, "cpu-only")
+    await store.record_second(ends={}, requests=[], usage={(other, t0): _sample(1.0, 1)})
+    (row,) = await store.usage_series(step=60, source_step=60, since_s=t0, until_s=t0 + 60,
+                                      deployment="cpu-only")
+    assert point(row)["gpu_memory_bytes"] is None  # unknown, not zero
