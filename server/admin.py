@@ -15,9 +15,9 @@ from server import catalog, keys, money
 from server.auth import ADMIN_OWNER
 from server.capacity import InsufficientCapacity
 from server.config import NAME_PATTERN, valid_name
+from server.deployment import Deployment
 from server.errors import BadRequest, Conflict, NotFound
 from server.store import NameTaken
-from server.supervisor import Deployment
 
 NAME_RULE = ("lowercase letters, digits and '-', 1-63 characters, starting and ending with a "
              f"letter or digit (pattern {NAME_PATTERN})")

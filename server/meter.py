@@ -24,10 +24,11 @@ from dataclasses import dataclass
 
 from server.accounting import Accounting, Record
 from server.config import Config
+from server.deployment import Deployment
 from server.gpu import GpuMemory, process_tree
 from server.money import rate_micros
 from server.store import Store, UsageSums
-from server.supervisor import Deployment, Supervisor
+from server.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from server import keys, money
 from server.accounting import Accounting, RequestStats
+from server.deployment import Deployment
 from server.states import State
-from server.supervisor import Deployment
 
 LABELS = ("deployment", "owner", "hardware")
 

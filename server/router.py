@@ -29,9 +29,9 @@ from engines.protocol import (
 from server import keys
 from server.accounting import Record
 from server.auth import principal
+from server.deployment import Deployment
 from server.errors import ApiError, BadRequest, NotFound, Unavailable
 from server.states import State
-from server.supervisor import Deployment
 
 log = logging.getLogger(__name__)
 

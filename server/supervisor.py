@@ -16,10 +16,7 @@ import logging
 import os
 import signal
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -35,78 +32,17 @@ from engines.protocol import (
 from server import catalog
 from server.capacity import InsufficientCapacity, Node
 from server.config import Config, Tier
+from server.deployment import Deployment, slice_meter
 from server.launcher import EngineProcess, LocalLauncher
 from server.limits import Gate
-from server.slices import EXIT_JOIN_FAILED, Driver, NoneDriver, Slice, SliceError, SliceSpec
+from server.slices import EXIT_JOIN_FAILED, Driver, NoneDriver, SliceError, SliceSpec
 from server.states import State
 from server.store import DeploymentRow, NameTaken, Store
-from server.usage import UsageMeter, process_reader
 from server.weights import WeightsNotFound, find_weights, infer_task
 
 log = logging.getLogger(__name__)
 
 START_POLL_S = 0.25
-
-
-@dataclass(eq=False)
-class Deployment:
-    """The supervisor's handle on one deployment and its engine."""
-
-    id: int
-    name: str
-    model: str
-    tier: Tier
-    owner: str
-    task: Task | None
-    dtype: str
-    created_at: float
-    source: str  # "config" (config.toml) or "api"
-    currency: str
-    socket_path: Path
-    log_path: Path
-    gate: Gate  # admission: max_concurrent requests at the engine, max_queued waiting
-    state: State = State.PENDING
-    reason: str | None = None
-    pid: int | None = None
-    restarts: int = 0
-    ready_at: float | None = None
-    retry_at: float | None = None
-    model_path: Path | None = None
-    trust_remote_code: bool = False
-    usage: UsageMeter | None = None
-    oom_kills: int = 0  # engines the kernel killed for this deployment's memory limit
-    last_pid: int | None = None  # the engine that ran last (for events about its end)
-    spawned_at: float | None = None  # wall time the current/last engine was spawned
-    exited_at: float | None = None  # wall time the last engine was reaped
-    desired_running: bool = True
-    slice: Slice | None = None
-    process: EngineProcess | None = None
-    client: aiohttp.ClientSession | None = None
-    health: dict[str, Any] | None = None
-    crashes: deque[float] = field(default_factory=deque)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    stop_reason: str = "stopped"
-    run_task: asyncio.Task[None] | None = None
-    in_flight: int = 0  # requests the router is proxying to this engine now
-    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while in_flight == 0
-    deleting: bool = False
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one lifecycle action at a time
-
-    def __post_init__(self) -> None:
-        self.idle.set()
-
-    def enter(self) -> None:
-        self.in_flight += 1
-        self.idle.clear()
-
-    def leave(self) -> None:
-        self.in_flight -= 1
-        if self.in_flight == 0:
-            self.idle.set()
-
-    @property
-    def ready(self) -> bool:
-        return self.state is State.READY and self.client is not None
 
 
 class Supervisor:
@@ -372,7 +308,7 @@ class Supervisor:
         dep.process, dep.pid = proc, proc.pid
         dep.spawned_at = time.time()  # the meter bills from here to exited_at
         await self._transition(dep, State.STARTING, "restart" if dep.restarts else "spawn")
-        dep.usage = _meter(dep.slice, proc.pid)
+        dep.usage = slice_meter(dep.slice, proc.pid)
         dep.client = aiohttp.ClientSession(
             connector=aiohttp.UnixConnector(path=str(dep.socket_path),
                                             limit=self.config.server.engine_connections),
@@ -540,15 +476,3 @@ class Supervisor:
         dep.state, dep.reason = state, reason
         if state is State.FAILED:
             self.node.release(dep.name)  # gave up: its share goes back to the node
-
-
-def _meter(slice_: Slice, pid: int) -> UsageMeter:
-    """Read usage from the slice where it can (the whole slice), else from the process."""
-    if slice_.usage() is None:
-        return UsageMeter(process_reader(pid), "process")
-
-    def read() -> tuple[float, int, int] | None:
-        u = slice_.usage()
-        return None if u is None else (u.cpu_seconds, u.memory_bytes, u.memory_peak_bytes)
-
-    return UsageMeter(read, slice_.info.driver)
