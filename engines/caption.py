@@ -27,7 +27,8 @@ from transformers import (
 from transformers.generation.streamers import BaseStreamer
 
 from engines.base import RequestError, Worker, check_model_dir, quiet_transformers, setup_torch
-from engines.image_input import ImageLimits, load_image
+from engines.image_input import ImageLimits, ImageReader
+from engines.memory import memory_limit_bytes
 from engines.protocol import ChatCompletionRequest, EngineSpec
 from engines.textstream import IncrementalDetokenizer
 from engines.vision_chat import (
@@ -97,7 +98,7 @@ class CaptionEngine:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.model = model
-        self.limits = ImageLimits.from_spec(spec)
+        self.images = ImageReader(ImageLimits.from_spec(spec, memory_limit_bytes()))
         self.chat = VisionChat(worker, spec.name)
         text_config = model.config.text_config
         self.context_length: int | None = text_config.max_position_embeddings
@@ -111,17 +112,18 @@ class CaptionEngine:
         if not isinstance(body, ChatCompletionRequest):
             raise RequestError(400, f"{route} is not a caption route")
         prompt = vision_prompt(body)
-        image = await load_image(prompt.image_url, prompt.image_param, self.limits)
         # [CLS] prefix [SEP]: BLIP's generate turns [CLS] into [DEC] and drops [SEP]
         ids = await asyncio.to_thread(lambda: list(self.tokenizer(prompt.text).input_ids))
         prompt_tokens = len(ids) - 1
         dec = decoding(body, default_max=DEFAULT_MAX_TOKENS, prompt_tokens=prompt_tokens,
                        context_length=self.context_length)
+        # the decoded image counts against the engine's pixel budget until answered
+        async with self.images.open(prompt.image_url, prompt.image_param) as image:
 
-        def producer(index: int) -> Producer:
-            return partial(self._caption, image, ids, dec.for_choice(index))
+            def producer(index: int) -> Producer:
+                return partial(self._caption, image, ids, dec.for_choice(index))
 
-        return await self.chat.answer(request, body, prompt_tokens, producer)
+            return await self.chat.answer(request, body, prompt_tokens, producer)
 
     def _caption(self, image: Image.Image, ids: list[int], dec: Decoding, emit: Emit,
                  should_stop: ShouldStop) -> Produced:

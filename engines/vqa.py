@@ -30,7 +30,8 @@ from engines.base import (
     sane_length,
     setup_torch,
 )
-from engines.image_input import ImageLimits, load_image
+from engines.image_input import ImageLimits, ImageReader
+from engines.memory import memory_limit_bytes
 from engines.protocol import ChatCompletionRequest, EngineSpec
 from engines.vision_chat import (
     FINISH_LENGTH,
@@ -77,7 +78,7 @@ class VqaEngine:
         self.spec = spec
         self.model = model
         self.tokenizer = tokenizer
-        self.limits = ImageLimits.from_spec(spec)
+        self.images = ImageReader(ImageLimits.from_spec(spec, memory_limit_bytes()))
         self.chat = VisionChat(worker, spec.name)
         self.context_length = sane_length(getattr(model.config, "max_position_embeddings", None))
 
@@ -88,15 +89,16 @@ class VqaEngine:
         if not isinstance(body, ChatCompletionRequest):
             raise RequestError(400, f"{route} is not a vqa route")
         prompt = vision_prompt(body)
-        image = await load_image(prompt.image_url, prompt.image_param, self.limits)
         prompt_tokens = self._prompt_tokens(prompt.text)
         dec = decoding(body, default_max=DEFAULT_MAX_TOKENS, prompt_tokens=prompt_tokens,
                        context_length=self.context_length)
+        # the decoded image counts against the engine's pixel budget until answered
+        async with self.images.open(prompt.image_url, prompt.image_param) as image:
 
-        def producer(index: int) -> Producer:
-            return partial(self._answer, image, prompt.text, dec.for_choice(index))
+            def producer(index: int) -> Producer:
+                return partial(self._answer, image, prompt.text, dec.for_choice(index))
 
-        return await self.chat.answer(request, body, prompt_tokens, producer)
+            return await self.chat.answer(request, body, prompt_tokens, producer)
 
     def _prompt_tokens(self, question: str) -> int:
         if self.tokenizer is None or not question:

@@ -23,12 +23,20 @@ from PIL import Image
 
 from engines.base import RequestError
 from engines.image_input import (
+    DECODE_BYTES_PER_PIXEL,
+    DECODE_SHARE,
+    MAX_PIXELS,
+    MIN_PIXELS,
     ImageLimits,
+    ImageReader,
+    PixelGate,
     decode_data_url,
     load_image,
     open_image,
+    pixel_budget,
     refuse_non_public,
 )
+from engines.memory import MEMORY_LIMIT_ENV, memory_limit_bytes
 from engines.protocol import EngineSpec, Task
 
 PARAM = "messages.0.content.1.image_url.url"
@@ -121,6 +129,8 @@ async def test_truncated_image_is_400() -> None:
 async def test_non_image_bytes_are_400(data) -> None:
     err = await refused(data_url(data))
     assert err.status == 400 and err.code == "invalid_image"
+    # the user reads what is wrong, not Python's insides ("<_io.BytesIO object at 0x..>")
+    assert "object at 0x" not in err.message and "BytesIO" not in err.message
 
 
 @pytest.mark.parametrize("url", [
@@ -156,6 +166,21 @@ def test_limits_come_from_the_spec() -> None:
                       fetch_urls=True, fetch_max_bytes=1234, fetch_timeout_s=2.5)
     assert ImageLimits.from_spec(spec) == ImageLimits(max_bytes=1234, fetch_urls=True,
                                                       timeout_s=2.5)
+    micro = ImageLimits.from_spec(spec, memory_limit=2 * 1024**3)
+    assert micro.max_pixels == pixel_budget(2 * 1024**3) < MAX_PIXELS
+
+
+def test_the_pixel_budget_follows_the_memory_limit() -> None:
+    gib = 1024**3
+    assert pixel_budget(None) == MAX_PIXELS  # no limit known: the fixed ceiling
+    micro = pixel_budget(2 * gib)
+    # a 2 GiB tier: an eighth of it, at 10 bytes a pixel: ~27 Mpx, not 50 (four 50 Mpx
+    # photos decoded at once were what OOM-killed BLIP on micro)
+    assert micro == 2 * gib // DECODE_SHARE // DECODE_BYTES_PER_PIXEL
+    assert 20_000_000 < micro < 30_000_000
+    assert micro * DECODE_BYTES_PER_PIXEL <= 2 * gib // DECODE_SHARE
+    assert pixel_budget(64 * gib) == MAX_PIXELS
+    assert pixel_budget(64 * 1024**2) == MIN_PIXELS
 
 
 # --- addresses ----------------------------------------------------------------------------
@@ -289,4 +314,125 @@ def test_pixel_limit() -> None:
     with pytest.raises(RequestError) as info:
         open_image(png(100, 100), PARAM, max_pixels=5000)
     assert info.value.status == 413
+    assert "100x100" in info.value.message and "at most 5000 pixels" in info.value.message
     assert open_image(png(50, 100), PARAM, max_pixels=5000).size == (50, 100)
+
+
+@pytest.mark.parametrize("width,height,shown", [
+    (6000, 5000, "is 6000x5000 pixels"),  # over the budget: refused by us, with its size
+    (20000, 20000, "has far too many pixels"),  # over PIL's bomb limit: PIL refuses first
+])
+def test_the_size_is_refused_before_any_pixel_is_decoded(width, height, shown) -> None:
+    # a header over a few bytes of pixel data: decoding it would fail (truncated, a 400),
+    # so a 413 shows the header alone decided
+    with pytest.raises(RequestError) as info:
+        open_image(_png_header_only(width, height), PARAM, max_pixels=10_000_000)
+    assert info.value.status == 413 and info.value.code == "image_too_large"
+    assert info.value.param == PARAM
+    assert shown in info.value.message
+    assert "at most 10000000 pixels (10 megapixels)" in info.value.message
+
+
+async def test_a_reader_holds_images_against_its_budget() -> None:
+    reader = ImageReader(ImageLimits(max_pixels=5000))
+    async with reader.open(data_url(png(50, 60)), PARAM) as image:
+        assert image.mode == "RGB" and image.size == (50, 60)
+        assert reader.gate.used == 3000
+    assert reader.gate.used == 0 and reader.gate.peak == 3000
+    with pytest.raises(RequestError) as info:
+        async with reader.open(data_url(png(100, 60)), PARAM):
+            pass
+    assert info.value.status == 413 and reader.gate.used == 0
+    with pytest.raises(RequestError):  # a bad image gives back what it held
+        async with reader.open(data_url(png(64, 64)[:60]), PARAM):
+            pass
+    assert reader.gate.used == 0
+
+
+async def test_the_gate_lets_images_in_while_they_fit_together() -> None:
+    gate = PixelGate(100)
+    order: list[str] = []
+
+    async def use(name: str, pixels: int, release: asyncio.Event) -> None:
+        async with gate.hold(pixels):
+            order.append(name)
+            await release.wait()
+
+    first, second, third = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    a = asyncio.create_task(use("a", 60, first))
+    b = asyncio.create_task(use("b", 60, second))  # 120 > 100: waits for a
+    c = asyncio.create_task(use("c", 30, third))  # would fit beside a, but b is first in line
+    await asyncio.sleep(0.01)
+    assert order == ["a"] and gate.used == 60
+    first.set()
+    await asyncio.sleep(0.01)
+    assert order == ["a", "b", "c"] and gate.used == 90
+    second.set()
+    third.set()
+    await asyncio.gather(a, b, c)
+    assert gate.used == 0 and gate.peak == 90
+
+
+async def test_a_cancelled_wait_holds_nothing() -> None:
+    gate = PixelGate(100)
+    release = asyncio.Event()
+
+    async def hold(pixels: int) -> None:
+        async with gate.hold(pixels):
+            await release.wait()
+
+    big = asyncio.create_task(hold(80))
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(hold(50))
+    small = asyncio.create_task(hold(10))  # behind `waiting` in line
+    await asyncio.sleep(0.01)
+    assert gate.used == 80
+    waiting.cancel()
+    await asyncio.sleep(0.01)
+    assert waiting.cancelled() and gate.used == 90  # the next in line went in
+    release.set()
+    await asyncio.gather(big, small)
+    assert gate.used == 0
+
+
+# --- the engine's memory limit --------------------------------------------------------------
+
+def _cgroup_tree(tmp_path, proc: str, files: dict[str, str]):
+    (tmp_path / "cgroup").write_text(proc)
+    for rel, text in files.items():
+        path = tmp_path / "fs" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return str(tmp_path / "cgroup"), str(tmp_path / "fs")
+
+
+def test_memory_limit_from_cgroup_v1(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv(MEMORY_LIMIT_ENV, raising=False)
+    proc, root = _cgroup_tree(tmp_path, "12:pids:/x\n4:memory:/berth/dep1\n0::/\n", {
+        "memory/memory.limit_in_bytes": "9223372036854771712\n",  # the root: no limit
+        "memory/berth/memory.limit_in_bytes": "8589934592\n",
+        "memory/berth/dep1/memory.limit_in_bytes": "2147483648\n",
+    })
+    assert memory_limit_bytes(proc, root) == 2 * 1024**3
+
+
+def test_memory_limit_from_cgroup_v2_and_its_parents(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv(MEMORY_LIMIT_ENV, raising=False)
+    proc, root = _cgroup_tree(tmp_path, "0::/berth.slice/dep1\n", {
+        "berth.slice/memory.max": "1073741824\n",  # the parent is tighter
+        "berth.slice/dep1/memory.max": "2147483648\n",
+    })
+    assert memory_limit_bytes(proc, root) == 1024**3
+    unlimited = tmp_path / "unlimited"
+    unlimited.mkdir()
+    proc, root = _cgroup_tree(unlimited, "0::/a\n", {"a/memory.max": "max\n"})
+    assert memory_limit_bytes(proc, root) is None
+    assert memory_limit_bytes(str(tmp_path / "missing"), root) is None
+
+
+def test_the_environment_overrides_the_cgroup(tmp_path, monkeypatch) -> None:
+    proc, root = _cgroup_tree(tmp_path, "0::/a\n", {"a/memory.max": "1073741824\n"})
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "536870912")
+    assert memory_limit_bytes(proc, root) == 512 * 1024**2
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "lots")  # not a number: the cgroup's
+    assert memory_limit_bytes(proc, root) == 1024**3

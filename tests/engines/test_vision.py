@@ -7,13 +7,19 @@ check shapes, types, usage, streaming and determinism, never the words.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import struct
+import zlib
 from typing import Any
 
 import pytest
 from PIL import Image
 
+from engines.app import STATE
+from engines.image_input import pixel_budget
+from engines.memory import MEMORY_LIMIT_ENV
 from engines.protocol import Task
 from engines.tiny.vision import BLIP_ID, MOONDREAM_ID
 from tests.engines.conftest import make_spec, sse_events, wait_ready
@@ -228,3 +234,65 @@ async def test_moondream_loads_only_with_trust_remote_code(engine_client, moondr
     health = await wait_ready(client)
     assert health["state"] == "failed"
     assert "trust_remote_code" in health["detail"]
+
+
+# --- image size and memory (both engines) ----------------------------------------------
+
+TIGHT_MEMORY = 400 * 1024**2  # the engine believes its cgroup allows this much
+
+
+def big_png_url(width: int, height: int) -> str:
+    """A real, decodable image of that size (one colour: a small PNG)."""
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 120, 30)).save(out, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def header_only_png_url(width: int, height: int) -> str:
+    """A PNG whose header claims width x height over almost no pixel data."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+@pytest.fixture(params=["blip", "moondream"])
+async def tight_engine(request, engine_client, blip_path, moondream_path, monkeypatch):
+    """Either vision engine, started believing its memory limit is TIGHT_MEMORY."""
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, str(TIGHT_MEMORY))
+    if request.param == "blip":
+        spec = make_spec(blip_path, Task.CAPTION, name="blip")
+    else:
+        spec = make_spec(moondream_path, Task.VQA, name="moondream", trust_remote_code=True)
+    return await engine_client(spec)
+
+
+async def test_images_over_the_budget_are_413_and_the_engine_answers_on(tight_engine) -> None:
+    budget = pixel_budget(TIGHT_MEMORY)
+    assert budget == TIGHT_MEMORY // 80 < 3000 * 2000
+    for url, shown in [(header_only_png_url(20000, 20000), "far too many pixels"),
+                       (header_only_png_url(8000, 6000), "8000x6000"),
+                       (big_png_url(3000, 2000), "3000x2000")]:
+        status, body = await post(tight_engine, chat("What is it?", url, max_tokens=3))
+        assert status == 413, body
+        error = body["error"]
+        assert error["code"] == "image_too_large" and error["param"] == IMAGE_PARAM
+        assert shown in error["message"] and f"at most {budget} pixels" in error["message"]
+    status, body = await post(tight_engine, chat("What is it?", max_tokens=3))
+    assert status == 200, body
+    check_completion(body)
+
+
+async def test_concurrent_large_images_are_decoded_one_at_a_time(tight_engine) -> None:
+    gate = tight_engine.app[STATE].engine.images.gate
+    pixels = 2000 * 1500  # each fits the budget alone; two together do not
+    assert pixels <= gate.budget < 2 * pixels
+    url = big_png_url(2000, 1500)
+    results = await asyncio.gather(
+        *(post(tight_engine, chat("What is it?", url, max_tokens=2)) for _ in range(4)))
+    assert [status for status, _ in results] == [200] * 4, results
+    assert gate.peak == pixels and gate.used == 0
