@@ -101,7 +101,8 @@ class EmbeddingEngine:
 
     async def handle(self, route: str, body: BaseModel, request: web.Request) -> web.StreamResponse:
         if not isinstance(body, EmbeddingRequest):
-            raise RequestError(400, f"{route} is not an embeddings route")
+            raise RequestError(400, f"{route} is not an embeddings route",
+                               code="unsupported_route")
         if body.dimensions is not None and body.dimensions != self.dimensions:
             raise RequestError(
                 400,
@@ -137,22 +138,32 @@ class EmbeddingEngine:
         items: list[Any] = [raw] if isinstance(raw, str) else list(raw)
         if items and isinstance(items[0], int):
             items = [items]
+        budget = self.spec.embedding_max_tokens
+        given = sum(len(item) for item in items if isinstance(item, list))
+        if given > budget:  # token arrays: known too long before any work
+            raise _over_budget(given, budget, exact=False)
         out: list[list[int]] = []
+        total = 0
         for i, item in enumerate(items):
             if isinstance(item, str):
                 ids = list(self.tokenizer(item, add_special_tokens=True).input_ids)
             else:
                 if not item:
-                    raise RequestError(400, f"input: token array {i} is empty", param="input")
+                    raise RequestError(400, f"input: token array {i} is empty",
+                                       code="invalid_value", param="input")
                 bad = [t for t in item if not 0 <= t < self.vocab_size]
                 if bad:
                     raise RequestError(
                         400,
                         f"input: token id {bad[0]} is outside the vocabulary "
                         f"(0..{self.vocab_size - 1})",
+                        code="invalid_value",
                         param="input",
                     )
                 ids = self._wrap[0] + list(item) + self._wrap[1]
+            total += len(ids)
+            if total > budget:  # stop tokenizing: the request is refused anyway
+                raise _over_budget(total, budget, exact=i == len(items) - 1)
             if self.context_length is not None and len(ids) > self.context_length:
                 raise RequestError(
                     400,
@@ -187,6 +198,17 @@ class EmbeddingEngine:
                     pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
             vectors.extend(pooled.float().cpu().numpy())
         return vectors
+
+
+def _over_budget(tokens: int, budget: int, *, exact: bool) -> RequestError:
+    counted = f"{tokens} tokens" if exact else f"more than {budget} tokens"
+    return RequestError(
+        400,
+        f"input: this request has {counted}; this deployment embeds at most {budget} tokens "
+        "per request (all inputs together): split the inputs across several requests",
+        code="max_tokens_per_request",
+        param="input",
+    )
 
 
 def _special_wrapping(tokenizer: Any) -> tuple[list[int], list[int]]:

@@ -79,10 +79,11 @@ async def test_token_arrays_embed_like_their_text(embed, tiny_models) -> None:
     [
         ({"input": "x", "dimensions": 128}, "unsupported_value", "dimensions"),
         ({"input": "word " * 300}, "context_length_exceeded", "input"),
-        ({"input": [[1, 2], []]}, None, "input"),
-        ({"input": [10**7]}, None, "input"),
-        ({"input": 5}, None, "input"),
-        ({"input": "x", "encoding_format": "hex"}, None, "encoding_format"),
+        ({"input": [[1, 2], []]}, "invalid_value", "input"),
+        ({"input": [10**7]}, "invalid_value", "input"),
+        ({"input": 5}, "invalid_value", "input"),
+        ({"input": "x", "encoding_format": "hex"}, "invalid_value", "encoding_format"),
+        ({"input": [None]}, "invalid_value", "input.0"),
     ],
 )
 async def test_bad_embedding_requests(embed, body, code, param) -> None:
@@ -90,6 +91,35 @@ async def test_bad_embedding_requests(embed, body, code, param) -> None:
     assert status == 400, out
     assert out["error"]["code"] == code
     assert out["error"]["param"] == param
+    assert "NoneType" not in out["error"]["message"]
+
+
+async def test_a_request_over_the_token_budget_is_refused(engine_client, tiny_models) -> None:
+    spec = make_spec(tiny_models.minilm, Task.EMBEDDINGS, name="embed", embedding_max_tokens=40)
+    client = await engine_client(spec)
+    twelve = "one two three four five six seven eight nine ten"  # 10 words + [CLS] [SEP]
+    status, ok = await _embed(client, input=[twelve] * 3)
+    assert status == 200, ok
+    assert ok["usage"]["prompt_tokens"] == 36
+    for body in ({"input": [twelve] * 4},  # 48 tokens counted as they are tokenized
+                 {"input": [[1000] * 30, [1000] * 30]}):  # arrays: known before any work
+        status, out = await _embed(client, **body)
+        assert status == 400, out
+        error = out["error"]
+        assert error["code"] == "max_tokens_per_request" and error["param"] == "input"
+        assert "at most 40 tokens per request" in error["message"]
+    status, _ = await _embed(client, input=twelve)  # the engine answers on
+    assert status == 200
+
+
+async def test_the_default_budget_refuses_2048_long_inputs_at_once(embed) -> None:
+    # 2048 inputs of ~250 tokens each (~510k tokens) held a 1-CPU engine for minutes;
+    # the default budget (OpenAI's 300k) refuses them before embedding any
+    long = " ".join(f"w{i % 7}" for i in range(120))  # ~250 tokens, under 256 each
+    status, out = await _embed(embed, input=[long] * 2048)
+    assert status == 400, out
+    assert out["error"]["code"] == "max_tokens_per_request"
+    assert "at most 300000 tokens per request" in out["error"]["message"]
 
 
 async def test_dimensions_equal_to_the_model_size_is_fine(embed) -> None:
