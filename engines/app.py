@@ -161,17 +161,34 @@ async def _parse_body(request: web.Request, route: str) -> BaseModel:
     raw = await request.read()
     try:
         data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # RecursionError: absurd nesting
-        raise RequestError(400, f"the request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise RequestError(400, "the request body is not valid JSON: nested too deeply",
+                           code="invalid_json") from exc
+    except ValueError as exc:  # JSONDecodeError says where: "Expecting value: line 1 ..."
+        raise RequestError(400, f"the request body is not valid JSON: {exc}",
+                           code="invalid_json") from exc
     if not isinstance(data, dict):
         raise RequestError(
-            400, f"the request body must be a JSON object, not {type(data).__name__}"
-        )
+            400, f"the request body must be a JSON object, not {_json_type(data)}",
+            code="invalid_body")
     try:
         return protocol.REQUEST_BODIES[route].model_validate(data)
     except ValidationError as exc:
         message, param = protocol.describe_validation_error(exc)
-        raise RequestError(400, message, param=param) from exc
+        raise RequestError(400, message, code="invalid_value", param=param) from exc
+
+
+def _json_type(value: object) -> str:
+    """What JSON calls a parsed value's type ("null", not Python's "NoneType")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -33,14 +33,17 @@ _SANE_LENGTH = 10_000_000
 
 
 class RequestError(Exception):
-    """One request failed; answered with the JSON error shape. The engine lives on."""
+    """One request failed; answered with the JSON error shape. The engine lives on.
+
+    `code` is required: every error names what went wrong in a word a client can test
+    (never `"code": null`)."""
 
     def __init__(
         self,
         status: int,
         message: str,
         *,
-        code: str | None = None,
+        code: str,
         param: str | None = None,
         type: str = "invalid_request_error",
         headers: dict[str, str] | None = None,

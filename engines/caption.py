@@ -110,7 +110,7 @@ class CaptionEngine:
 
     async def handle(self, route: str, body: BaseModel, request: web.Request) -> web.StreamResponse:
         if not isinstance(body, ChatCompletionRequest):
-            raise RequestError(400, f"{route} is not a caption route")
+            raise RequestError(400, f"{route} is not a caption route", code="unsupported_route")
         prompt = vision_prompt(body)
         # [CLS] prefix [SEP]: BLIP's generate turns [CLS] into [DEC] and drops [SEP]
         ids = await asyncio.to_thread(lambda: list(self.tokenizer(prompt.text).input_ids))

@@ -118,7 +118,8 @@ class ImageEngine:
 
     async def handle(self, route: str, body: BaseModel, request: web.Request) -> web.StreamResponse:
         if not isinstance(body, ImageGenerationRequest):
-            raise RequestError(400, f"{route} is not an image generation route")
+            raise RequestError(400, f"{route} is not an image generation route",
+                               code="unsupported_route")
         steps = body.num_inference_steps or self.defaults.steps
         if self.defaults.max_steps is not None and steps > self.defaults.max_steps:
             raise RequestError(

@@ -168,6 +168,9 @@ class EngineSpec:
     fetch_urls: bool = False
     fetch_max_bytes: int = 20 * 1024 * 1024
     fetch_timeout_s: float = 10.0
+    # The most tokens one embeddings request may carry, all inputs together (OpenAI's
+    # limit): more is a 400, not minutes of a small tier's CPU.
+    embedding_max_tokens: int = 300_000
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -236,8 +239,22 @@ def describe_validation_error(exc: ValidationError) -> tuple[str, str | None]:
         if not _is_union_tag(p) and (not parts or parts[-1] != str(p)):
             parts.append(str(p))
     param = ".".join(parts) or None
-    msg = first["msg"].removeprefix("Value error, ")
+    msg = _JSON_TYPE_ERRORS.get(first["type"]) or first["msg"].removeprefix("Value error, ")
     return (f"{param}: {msg}" if param else msg), param
+
+
+# pydantic's wording for a value of the wrong type names Python classes ("a valid
+# dictionary or instance of ChatMessage"); a client sent JSON, so it reads JSON's names.
+_JSON_TYPE_ERRORS = {
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+    "list_type": "must be an array",
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+}
 
 
 def _is_union_tag(part: object) -> bool:

@@ -119,7 +119,7 @@ class SpeechEngine:
 
     async def handle(self, route: str, body: BaseModel, request: web.Request) -> web.StreamResponse:
         if not isinstance(body, SpeechRequest):
-            raise RequestError(400, f"{route} is not a speech route")
+            raise RequestError(400, f"{route} is not a speech route", code="unsupported_route")
         preset = self.voice(body.voice)
         started = time.monotonic()
         tokens = await asyncio.to_thread(self._check_input, body.input)

@@ -84,7 +84,7 @@ class TextEngine:
             budget = self._budget(len(prompt_ids), body.max_tokens, "prompt", "max_tokens")
             shape = _CompletionShape(self.spec.name)
         else:
-            raise RequestError(400, f"{route} is not a text route")
+            raise RequestError(400, f"{route} is not a text route", code="unsupported_route")
         base = Sampling(budget, body.temperature, body.top_p, body.seed, tuple(body.stop_strings()))
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -103,6 +103,7 @@ class TextEngine:
                     400,
                     f"prompt: token id {bad[0]} is outside the vocabulary "
                     f"(0..{self.vocab_size - 1})",
+                    code="invalid_value",
                     param="prompt",
                 )
             return ids
@@ -112,7 +113,8 @@ class TextEngine:
             start = self.tokenizer.bos_token_id
             start = start if start is not None else self.tokenizer.eos_token_id
             if start is None:
-                raise RequestError(400, "prompt: encodes to no tokens", param="prompt")
+                raise RequestError(400, "prompt: encodes to no tokens",
+                                   code="invalid_value", param="prompt")
             ids = [start]
         return ids
 

@@ -87,7 +87,7 @@ class VqaEngine:
 
     async def handle(self, route: str, body: BaseModel, request: web.Request) -> web.StreamResponse:
         if not isinstance(body, ChatCompletionRequest):
-            raise RequestError(400, f"{route} is not a vqa route")
+            raise RequestError(400, f"{route} is not a vqa route", code="unsupported_route")
         prompt = vision_prompt(body)
         prompt_tokens = self._prompt_tokens(prompt.text)
         dec = decoding(body, default_max=DEFAULT_MAX_TOKENS, prompt_tokens=prompt_tokens,

@@ -228,35 +228,52 @@ async def test_prompt_as_token_ids(chat) -> None:
     )
     assert status == 200
     assert body["usage"]["prompt_tokens"] == 3
-    status, body = await _post(chat, protocol.COMPLETIONS, {"prompt": [1, 10**6]})
-    assert status == 400
-    assert body["error"]["param"] == "prompt"
+    for prompt in ([1, 10**6], [-1]):
+        status, body = await _post(chat, protocol.COMPLETIONS, {"prompt": prompt})
+        assert status == 400
+        assert body["error"]["param"] == "prompt"
+        assert body["error"]["code"] == "invalid_value"
+        assert "outside the vocabulary" in body["error"]["message"]
 
 
 @pytest.mark.parametrize(
-    ("route", "raw", "param"),
+    ("route", "raw", "param", "code"),
     [
-        (protocol.COMPLETIONS, b"[]", None),
-        (protocol.COMPLETIONS, b"5", None),
-        (protocol.COMPLETIONS, b'{"prompt": "x"', None),
-        (protocol.COMPLETIONS, b"\xff\xfe", None),
-        (protocol.COMPLETIONS, b"", None),
-        (protocol.CHAT_COMPLETIONS, b'{"messages": "hi"}', "messages"),
-        (protocol.CHAT_COMPLETIONS, b'{"messages": []}', "messages"),
-        (protocol.COMPLETIONS, b'{"prompt": "x", "max_tokens": -1}', "max_tokens"),
-        (protocol.COMPLETIONS, b'{"prompt": "x", "temperature": "hot"}', "temperature"),
-        (protocol.COMPLETIONS, b'{"prompt": "x", "n": 9}', "n"),
-        (protocol.COMPLETIONS, b'{"max_tokens": 3}', "prompt"),
+        (protocol.COMPLETIONS, b"[]", None, "invalid_body"),
+        (protocol.COMPLETIONS, b"5", None, "invalid_body"),
+        (protocol.COMPLETIONS, b"null", None, "invalid_body"),
+        (protocol.COMPLETIONS, b'{"prompt": "x"', None, "invalid_json"),
+        (protocol.COMPLETIONS, b"\xff\xfe", None, "invalid_json"),
+        (protocol.COMPLETIONS, b"", None, "invalid_json"),
+        (protocol.COMPLETIONS, b"[" * 100_000, None, "invalid_json"),
+        (protocol.CHAT_COMPLETIONS, b'{"messages": "hi"}', "messages", "invalid_value"),
+        (protocol.CHAT_COMPLETIONS, b'{"messages": []}', "messages", "invalid_value"),
+        (protocol.CHAT_COMPLETIONS, b'{"messages": null}', "messages", "invalid_value"),
+        (protocol.CHAT_COMPLETIONS, b'{"messages": [null]}', "messages.0", "invalid_value"),
+        (protocol.COMPLETIONS, b'{"prompt": "x", "max_tokens": -1}', "max_tokens",
+         "invalid_value"),
+        (protocol.COMPLETIONS, b'{"prompt": "x", "temperature": "hot"}', "temperature",
+         "invalid_value"),
+        (protocol.COMPLETIONS, b'{"prompt": "x", "n": 9}', "n", "invalid_value"),
+        (protocol.COMPLETIONS, b'{"max_tokens": 3}', "prompt", "invalid_value"),
+        (protocol.COMPLETIONS, b'{"prompt": null}', "prompt", "invalid_value"),
+        (protocol.EMBEDDINGS, b'{"input": "x"}', None, "unsupported_route"),
     ],
 )
-async def test_bad_bodies_are_400_with_param(chat, route, raw, param) -> None:
+async def test_bad_bodies_are_400_with_param(chat, route, raw, param, code) -> None:
     async with chat.post(route, data=raw, headers={"Content-Type": "application/json"}) as resp:
         assert resp.status == 400
         body = await resp.json()
     assert set(body["error"]) == {"message", "type", "code", "param"}
     assert body["error"]["type"] == "invalid_request_error"
     assert body["error"]["param"] == param
-    assert body["error"]["message"]
+    assert body["error"]["code"] == code
+    message = body["error"]["message"]
+    # JSON's words, never Python's: no "NoneType", "instance of ChatMessage", "at 0x7f.."
+    assert message and not any(python in message for python in (
+        "NoneType", "instance of", " at 0x", "ChatMessage", "dictionary"))
+    if raw == b"null":
+        assert message.endswith("not null")
 
 
 async def test_context_length_exceeded(chat) -> None:
