@@ -484,6 +484,9 @@ class SpeechRequest(_Body):
     input: Text = Field(min_length=1, max_length=4096)
     voice: StrictStr = "alloy"
     response_format: Annotated[str, Field(strict=True), AfterValidator(_audio_format)] = "mp3"
+    # "audio": the file itself; "sse": server-sent events, `speech.audio.delta` events
+    # carrying the file's bytes in base64, then `speech.audio.done` with the usage.
+    stream_format: Literal["audio", "sse"] = "audio"
     # berth extension (not in OpenAI's API): the same seed, input and voice give the
     # same bytes; without one every request samples afresh.
     seed: Annotated[int | None, Field(strict=True, ge=0, le=2**63 - 1)] = None

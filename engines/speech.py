@@ -9,11 +9,19 @@ defaults (temperature 0.7 for the semantic and coarse models, 0.5 for the fine o
 
 Bark reads at most `max_input_semantic_length` text tokens (256) and says them in about
 13 seconds; a longer input is refused with 400 instead of being cut silently.
+
+`stream_format: "sse"` answers in OpenAI's event shape: `speech.audio.delta` events whose
+`audio` is base64 of consecutive pieces of the same file (joined, they are the bytes
+the plain answer has), then `speech.audio.done` with the usage (`output_tokens` is 0:
+Bark's audio tokens are not counted). Bark makes the whole waveform at once, so the
+events come after it, not during it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import time
 from pathlib import Path
@@ -25,7 +33,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from transformers import BarkModel, BarkProcessor
 
-from engines import audio
+from engines import audio, protocol
 from engines.base import RequestError, Worker, check_model_dir, quiet_transformers, setup_torch
 from engines.protocol import EngineSpec, SpeechRequest
 
@@ -54,6 +62,7 @@ SAMPLING: dict[str, Any] = {
     "fine_temperature": 0.5,
 }
 _PROMPT_KEYS = ("semantic_prompt", "coarse_prompt", "fine_prompt")
+SSE_PIECE_BYTES = 48 * 1024  # of audio file per `speech.audio.delta` event
 
 
 def load(spec: EngineSpec, worker: Worker) -> SpeechEngine:
@@ -129,6 +138,8 @@ class SpeechEngine:
         log.info("speech: %d tokens, voice %s -> %.2f s of audio, %s %d bytes in %.2fs",
                  tokens, preset, samples.size / self.sample_rate, body.response_format,
                  len(data), time.monotonic() - started)
+        if body.stream_format == "sse":
+            return await _send_events(request, data, tokens)
         return web.Response(body=data, content_type=content_type)
 
     def voice(self, name: str) -> str | None:
@@ -176,3 +187,27 @@ class SpeechEngine:
                 torch.manual_seed(seed)
             waveform = self.model.generate(**kwargs, **SAMPLING)
         return waveform[0].float().cpu().numpy()
+
+
+async def _send_events(request: web.Request, data: bytes, tokens: int) -> web.StreamResponse:
+    """The audio file as OpenAI's speech events (stream_format "sse")."""
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+
+    async def send(event: dict[str, Any]) -> None:
+        await response.write(f"data: {json.dumps(event)}\n\n".encode())
+
+    try:
+        for start in range(0, len(data), SSE_PIECE_BYTES):
+            piece = base64.b64encode(data[start:start + SSE_PIECE_BYTES]).decode("ascii")
+            await send({"type": "speech.audio.delta", "audio": piece})
+        # the router accounts tokens from this comment, as on every stream
+        usage = {"prompt_tokens": tokens, "completion_tokens": 0, "total_tokens": tokens}
+        await response.write(protocol.USAGE_COMMENT + json.dumps(usage).encode() + b"\n\n")
+        await send({"type": "speech.audio.done", "usage": {
+            "input_tokens": tokens, "output_tokens": 0, "total_tokens": tokens}})
+        await response.write_eof()
+    except ConnectionResetError:
+        log.info("client went away during a speech stream")
+    return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from typing import Any
@@ -107,12 +108,38 @@ async def test_bad_bodies_are_400_with_their_param(bark):
         ({"seed": "7"}, "seed"),
         ({"speed": 2.0}, "speed"),
         ({"voice": 3}, "voice"),
+        ({"stream_format": "chunked"}, "stream_format"),
+        ({"stream_format": None}, "stream_format"),
     ]
     for extra, param in cases:
         async with bark.post(AUDIO_SPEECH, json={"input": "hi", **extra}) as resp:
             assert resp.status == 400, extra
             body = await resp.json()
         assert body["error"]["param"] == param, (extra, body)
+        assert body["error"]["code"] == "invalid_value", (extra, body)
+
+
+@pytest.mark.parametrize("fmt", ["wav", "mp3"])
+async def test_sse_carries_the_same_audio_in_openai_events(bark, fmt):
+    status, _, plain = await speak(bark, response_format=fmt, seed=5, stream_format="audio")
+    assert status == 200
+    async with bark.post(AUDIO_SPEECH, json={"input": "Hello there, world!", "seed": 5,
+                                             "response_format": fmt,
+                                             "stream_format": "sse"}) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        raw = (await resp.read()).decode()
+    blocks = raw.strip().split("\n\n")
+    events = [json.loads(b.removeprefix("data: ")) for b in blocks if b.startswith("data: ")]
+    assert all(b.startswith(("data: ", ": berth-usage {")) for b in blocks), blocks[:3]
+    *deltas, done = events
+    assert deltas and all(e["type"] == "speech.audio.delta" for e in deltas)
+    # joined, the pieces are exactly the file the plain answer sends
+    assert b"".join(base64.b64decode(e["audio"]) for e in deltas) == plain
+    assert done["type"] == "speech.audio.done"
+    usage = done["usage"]
+    assert usage["input_tokens"] > 0
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
 
 
 async def test_too_long_and_empty_inputs_are_400(bark):

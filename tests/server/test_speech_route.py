@@ -8,7 +8,9 @@ every response format.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
+import json
 
 import numpy as np
 import soundfile as sf
@@ -84,6 +86,20 @@ async def test_bark_deployed_and_speaking_every_format(make_client, tiny_zoo, tm
                           json={"model": "tts", "messages": [{"role": "user", "content": "hi"}]})
     assert resp.status == 400
     assert_error(await resp.json(), code="unsupported_route")
+
+    resp = await api.post(SPEECH, json={**body, "model": "tts", "stream_format": "chunked"})
+    assert resp.status == 400
+    assert_error(await resp.json(), code="invalid_value", param="stream_format")
+
+    # stream_format "sse": OpenAI's speech events through the router, the same wav inside
+    resp = await api.post(SPEECH, json={**body, "model": "tts", "response_format": "wav",
+                                        "stream_format": "sse"})
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/event-stream")
+    blocks = (await resp.read()).decode().strip().split("\n\n")
+    events = [json.loads(b.removeprefix("data: ")) for b in blocks if b.startswith("data: ")]
+    assert [e["type"] for e in events][-1] == "speech.audio.done"
+    assert b"".join(base64.b64decode(e["audio"]) for e in events[:-1]) == wav
 
     # the engine lived through the refusals
     resp = await api.post(SPEECH, json={**body, "model": "tts", "response_format": "mp3"})
