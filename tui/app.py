@@ -16,6 +16,8 @@ class BerthApp(App[None]):
     CSS_PATH = "berth.tcss"
     TITLE = "berth"
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+    # Screens narrower than 100 columns get `-narrow`: their panes stack and scroll.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
 
     def __init__(self, url: str, token: str | None, *, poll_s: float = 1.0,
                  clock: Callable[[], float] = time.time, label: str | None = None) -> None:

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Log, Static
+from textual.widgets import Log, Static
 
 from tui.api import LogChunk
 from tui.polling import PollingScreen
 from tui.widgets.banner import ConnectionBanner
+from tui.widgets.keys import Keys
 
 TAIL = 500
 
@@ -38,7 +39,7 @@ class LogsScreen(PollingScreen):
         yield Static(Text(f"log of {self.dep_name} (the last {TAIL} lines, then as it grows)"),
                      id="title")
         yield Log(id="log", max_lines=20_000)
-        yield Footer()
+        yield Keys()
 
     def on_mount(self) -> None:
         self.query_one(Log).focus()
