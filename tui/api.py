@@ -87,6 +87,7 @@ class Deployment:
     restarts: int | None
     created_at: datetime | None
     ready_at: datetime | None
+    retry_at: datetime | None  # crashed, waiting out its backoff: restarts at this time
     cpu_percent: float | None
     memory_bytes: int | None
     memory_limit_bytes: int | None
@@ -109,7 +110,8 @@ class Deployment:
             name=name, model=r.text("model"), hardware=r.text("hardware"), owner=r.text("owner"),
             status=r.text("status") or "unknown", reason=r.text("reason"), pid=r.integer("pid"),
             restarts=r.integer("restarts"), created_at=r.time("created_at"),
-            ready_at=r.time("ready_at"), cpu_percent=usage.number("cpu_percent"),
+            ready_at=r.time("ready_at"), retry_at=r.time("retry_at"),
+            cpu_percent=usage.number("cpu_percent"),
             memory_bytes=usage.integer("memory_bytes"),
             memory_limit_bytes=usage.integer("memory_limit_bytes"),
             billed_seconds=billing.number("billed_seconds"), cost=billing.money("cost"),
@@ -217,15 +219,53 @@ class BillingRow:
 @dataclass(frozen=True)
 class Billing:
     rows: list[BillingRow]
-    total: BillingRow
+    totals: list[BillingRow]  # one per currency, as the server sent them
 
     @classmethod
     def from_json(cls, data: Any) -> Billing:
+        """`totals` per currency (a list of rows, or an object keyed by currency), or the
+        older single `total`; a `total` whose currency is not one currency ("mixed") is no
+        total of anything that can be shown, so it is left out."""
         r = Reader(data)
-        total = r.obj("total")
-        total.data.setdefault("key", "total")
+        totals: list[BillingRow] = []
+        raw = r.data.get("totals")
+        if isinstance(raw, list):
+            totals = [BillingRow.from_json(t) for t in r.objects("totals")]
+        elif isinstance(raw, dict):
+            for currency, value in raw.items():
+                t = Reader(value if isinstance(value, dict) else {"cost": value})
+                totals.append(BillingRow(key="TOTAL", billed_seconds=t.number("billed_seconds"),
+                                         cost=t.money("cost"),
+                                         currency=t.text("currency") or str(currency)))
+        elif isinstance(r.data.get("total"), dict):
+            total = BillingRow.from_json(r.obj("total"))
+            if total.currency != "mixed":
+                totals = [total]
+        totals = [BillingRow("TOTAL", t.billed_seconds, t.cost, t.currency) for t in totals]
         return cls(rows=[BillingRow.from_json(row) for row in r.objects("data")],
-                   total=BillingRow.from_json(total))
+                   totals=totals)
+
+    def total_by_currency(self) -> list[BillingRow]:
+        """One TOTAL per currency, each the exact sum of that currency's rows: never a
+        sum across currencies. The server's total stands in for a currency whose rows
+        cannot all be read (or when there are no rows)."""
+        currencies = sorted({row.currency or "" for row in self.rows})
+        sent = {t.currency or "": t for t in self.totals}
+        out = []
+        for currency in currencies:
+            rows = [row for row in self.rows if (row.currency or "") == currency]
+            costs = [row.cost for row in rows]
+            seconds = [row.billed_seconds for row in rows]
+            fallback = sent.get(currency)
+            cost = (sum((c for c in costs if c is not None), Decimal(0))
+                    if None not in costs else fallback.cost if fallback else None)
+            billed = (sum(round(s * 1000) for s in seconds if s is not None) / 1000
+                      if None not in seconds
+                      else fallback.billed_seconds if fallback else None)
+            out.append(BillingRow("TOTAL", billed, cost, currency or None))
+        if not self.rows:
+            out = list(self.totals)
+        return out
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -47,6 +49,40 @@ def money(amount: Decimal | None, currency: str | None = None, places: int = 4) 
 
 def per_hour(rate: Decimal | None) -> str:
     return DASH if rate is None else f"{money(rate, None, 3)}/h"
+
+
+def money_places(amounts: Iterable[Decimal | None], least: int = 2, most: int = 12) -> int:
+    """Decimal places that show every amount exactly (so shown parts add up to a shown
+    total), at least `least`, at most `most`."""
+    places = least
+    for amount in amounts:
+        if amount is not None and amount.is_finite():
+            exponent = amount.normalize().as_tuple().exponent
+            if isinstance(exponent, int):
+                places = max(places, -exponent)
+    return min(places, most)
+
+
+def billed(seconds: float | None) -> str:
+    """Billed time to the millisecond (what the meter counts): h:mm:ss.mmm, hours
+    unbounded, so billed times read (and add up) the same everywhere."""
+    if seconds is None or seconds < 0 or not math.isfinite(seconds):
+        return DASH
+    return billed_ms(round(seconds * 1000))
+
+
+def billed_ms(ms: int) -> str:
+    s, ms = divmod(ms, 1000)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}.{ms:03d}"
+
+
+def retry_in(retry_at: datetime | None, now: float) -> str | None:
+    """`retrying in 12 s` for a crashed deployment waiting out its backoff, counted from
+    the server's `retry_at` and the local clock; None when no retry is due."""
+    if retry_at is None:
+        return None
+    left = math.ceil(retry_at.timestamp() - now)
+    return f"retrying in {left} s" if left > 0 else "retrying now"
 
 
 def duration(seconds: float | None) -> str:

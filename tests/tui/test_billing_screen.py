@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from textual.widgets import Input, Static
 
 from tests.tui.pilot_helpers import names, until
-from tests.tui.recorded import NOW
+from tests.tui.recorded import BILLING, NOW
+from tui.api import Billing
 from tui.app import BerthApp
-from tui.screens.billing import BillingScreen, parse_when
+from tui.screens.billing import BillingScreen, billing_rows, parse_when
 
 SIZE = (140, 40)
 
@@ -43,7 +45,7 @@ async def test_today_month_and_a_range(recorded) -> None:
         by_dep = screen.query_one("#by-deployment")
         assert [r[0].plain for r in (by_dep.get_row_at(i) for i in range(by_dep.row_count))] \
             == ["big-one", "chat", "embed", "old", "TOTAL"]
-        assert by_dep.get_row_at(4)[2].plain == "0.043409 USD"
+        assert by_dep.get_row_at(4)[2].plain == "0.04340875 USD"  # exact: the rows' sum
 
         await pilot.press("m")
         await until(pilot, lambda: "this month" in label(screen), 20, "this month")
@@ -70,3 +72,59 @@ def test_parse_when() -> None:
     assert parse_when("2026-12-03T10:00").timestamp() == unix(2026, 12, 3, 10)
     assert parse_when("2026-12-03T10:00+01:00").timestamp() == unix(2026, 12, 3, 9)
     assert parse_when("2026-12-03", end=True).timestamp() == unix(2026, 12, 4)
+
+
+def shown(report: Billing) -> list[tuple[str, str, str]]:
+    return [(k.plain, b.plain, c.plain) for k, b, c in billing_rows(report)]
+
+
+def ms_of(billed: str) -> int:
+    h, m, s = billed.split(":")
+    return round((int(h) * 3600 + int(m) * 60 + float(s)) * 1000)
+
+
+def test_each_total_is_the_sum_of_the_rows_shown() -> None:
+    for group in ("deployment", "owner"):
+        rows = shown(Billing.from_json(BILLING[group]))
+        *parts, total = rows
+        assert total[0] == "TOTAL"
+        assert sum(Decimal(c.split()[0]) for _, _, c in parts) == Decimal(
+            total[2].split()[0])
+        assert sum(ms_of(b) for _, b, _ in parts) == ms_of(total[1])
+    # rows that round apart at 4 places: shown exactly, they still add up
+    report = Billing.from_json({"data": [
+        {"key": k, "billed_seconds": 30.6, "cost": "0.000050000", "currency": "USD"}
+        for k in "abc"], "total": {"billed_seconds": 91.8, "cost": "0.000150000",
+                                   "currency": "USD"}})
+    assert shown(report) == [("a", "0:00:30.600", "0.00005 USD"),
+                             ("b", "0:00:30.600", "0.00005 USD"),
+                             ("c", "0:00:30.600", "0.00005 USD"),
+                             ("TOTAL", "0:01:31.800", "0.00015 USD")]
+
+
+MIXED = [{"key": "a", "billed_seconds": 10, "cost": "1.25", "currency": "USD"},
+         {"key": "b", "billed_seconds": 20, "cost": "2.5", "currency": "EUR"},
+         {"key": "c", "billed_seconds": 30, "cost": "0.75", "currency": "USD"}]
+
+
+def test_one_total_per_currency_never_a_sum_across() -> None:
+    for answer in (
+        {"data": MIXED, "total": {"billed_seconds": 60, "cost": "4.5", "currency": "mixed"}},
+        {"data": MIXED, "totals": [{"billed_seconds": 20, "cost": "2.5", "currency": "EUR"},
+                                   {"billed_seconds": 40, "cost": "2.0", "currency": "USD"}]},
+        {"data": MIXED, "totals": {"EUR": {"billed_seconds": 20, "cost": "2.5"},
+                                   "USD": "2.0"}},
+    ):
+        rows = shown(Billing.from_json(answer))
+        assert rows[3:] == [("TOTAL", "0:00:20.000", "2.50 EUR"),
+                            ("TOTAL", "0:00:40.000", "2.00 USD")], answer
+
+
+def test_server_totals_stand_in_where_rows_cannot_be_read() -> None:
+    report = Billing.from_json({"data": [], "totals": [
+        {"billed_seconds": 0, "cost": "0", "currency": "USD"}]})
+    assert shown(report) == [("TOTAL", "0:00:00.000", "0.00 USD")]
+    report = Billing.from_json({"data": [{"key": "x", "cost": "bad", "currency": "USD"}],
+                                "total": {"billed_seconds": 5, "cost": "1.5",
+                                          "currency": "USD"}})
+    assert shown(report)[-1] == ("TOTAL", "0:00:05.000", "1.50 USD")

@@ -5,21 +5,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, DataTable, Footer, Input, Label, Static
+from textual.containers import Container, Horizontal, ScrollableContainer, Vertical
+from textual.widgets import Button, DataTable, Input, Label, Static
 
 from tui import format as fmt
-from tui.api import Billing
+from tui.api import Billing, BillingRow
 from tui.client import gather
 from tui.polling import PollingScreen
 from tui.screens.deployments import today_start
 from tui.widgets.banner import ConnectionBanner
+from tui.widgets.keys import Keys
 
 
 def parse_when(text: str, *, end: bool = False) -> datetime:
@@ -35,6 +35,27 @@ def parse_when(text: str, *, end: bool = False) -> datetime:
     if end and len(text) == 10:  # a bare date: up to its end
         parsed += timedelta(days=1)
     return parsed
+
+
+def billing_rows(report: Billing) -> list[list[Text]]:
+    """The table's rows, then a TOTAL row per currency. Money is shown exactly (as many
+    places as the amounts have) and billed time to the millisecond, so each TOTAL is the
+    sum of the rows above it as shown, to the last digit."""
+    totals = report.total_by_currency()
+    places = fmt.money_places([r.cost for r in report.rows] + [t.cost for t in totals])
+    out = []
+    for r in report.rows:
+        out.append(_cells(r, places))
+    for t in totals:
+        out.append(_cells(t, places, bold=True))
+    return out
+
+
+def _cells(row: BillingRow, places: int, bold: bool = False) -> list[Text]:
+    style = "bold" if bold else ""
+    return [Text(row.key, style=style),
+            Text(fmt.billed(row.billed_seconds), style=style, justify="right"),
+            Text(fmt.money(row.cost, row.currency, places), style=style, justify="right")]
 
 
 @dataclass(frozen=True)
@@ -64,28 +85,30 @@ class BillingScreen(PollingScreen):
 
     def compose(self) -> ComposeResult:
         yield ConnectionBanner(self.berth.label)
-        with Horizontal(id="period"):
-            yield Button("Today", id="today")
-            yield Button("This month", id="month")
-            yield Input(placeholder="since 2026-12-01", id="since")
-            yield Input(placeholder="until (now)", id="until")
-            yield Button("Range", id="range")
+        with Container(id="period"):
+            with Horizontal(id="quick"):
+                yield Button("Today", id="today", compact=True)
+                yield Button("This month", id="month", compact=True)
+            with Horizontal(id="custom"):
+                yield Input(placeholder="since 2026-12-01T00:00", id="since", compact=True)
+                yield Input(placeholder="until (now)", id="until", compact=True)
+                yield Button("Range", id="range", compact=True)
         yield Static(id="range-error")
         yield Static(id="period-label")
-        with Horizontal(id="billing-tables"):
+        with ScrollableContainer(id="billing-tables"):
             with Vertical():
                 yield Label("per deployment")
                 yield DataTable(id="by-deployment", cursor_type="row", zebra_stripes=True)
             with Vertical():
                 yield Label("per owner")
                 yield DataTable(id="by-owner", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Keys()
 
     def on_mount(self) -> None:
         for table_id, key in (("#by-deployment", "DEPLOYMENT"), ("#by-owner", "OWNER")):
             table = self.query_one(table_id, DataTable)
             table.add_column(key, key="key")
-            table.add_column(Text("BILLED", justify="right"), key="billed")
+            table.add_column(Text("BILLED h:mm:ss", justify="right"), key="billed")
             table.add_column(Text("COST", justify="right"), key="cost")
         self.query_one("#by-deployment", DataTable).focus()
 
@@ -122,21 +145,10 @@ class BillingScreen(PollingScreen):
             table = self.query_one(table_id, DataTable)
             row = table.cursor_row
             table.clear()
-            for r in report.rows:
-                table.add_row(*self._cells(r.key, r.billed_seconds, r.cost, r.currency))
-            t = report.total
-            table.add_row(*self._cells("TOTAL", t.billed_seconds, t.cost, t.currency, True))
+            for cells in billing_rows(report):
+                table.add_row(*cells)
             table.move_cursor(row=min(row, table.row_count - 1))
 
-    @staticmethod
-    def _cells(key: str, seconds: float | None, cost: Decimal | None, currency: str | None,
-               bold: bool = False) -> list[Text]:
-        style = "bold" if bold else ""
-        money = fmt.money(cost, currency, 6)
-        return [Text(key, style=style),
-                Text(f"{fmt.duration(seconds)} ({seconds or 0:.0f} s)", style=style,
-                     justify="right"),
-                Text(money, style=style, justify="right")]
 
     # -- choosing the period -----------------------------------------------------------
 
