@@ -33,12 +33,14 @@ def iso(t: float) -> str:
 def deployment(name: str, model: str, hardware: str, status: str, *, reason: str | None,
                pid: int | None, ready_s: float | None, cpu: float | None,
                memory: int | None, limit: int, billed_s: float, cost: str, rate: str,
-               owner: str = "admin", restarts: int = 0) -> dict[str, Any]:
+               owner: str = "admin", restarts: int = 0,
+               retry_s: float | None = None) -> dict[str, Any]:
     return {
         "name": name, "model": model, "hardware": hardware, "owner": owner, "source": "api",
         "task": "text", "status": status, "reason": reason, "deleting": False, "pid": pid,
         "restarts": restarts, "created_at": iso(NOW - 7200),
-        "ready_at": iso(NOW - ready_s) if ready_s is not None else None, "retry_at": None,
+        "ready_at": iso(NOW - ready_s) if ready_s is not None else None,
+        "retry_at": iso(NOW + retry_s) if retry_s is not None else None,
         "endpoint": f"/endpoints/{name}/v1",
         "requests": {"active": 0, "queued": 0, "max_concurrent": 4, "max_queued": 32},
         "slice": {"driver": "cgroup-v1", "path": f"berth/{name}", "cpus": [0],
@@ -63,7 +65,7 @@ DEPLOYMENTS = [
                rate="0.066", owner="alice"),
     deployment("big-one", "microsoft/phi-2", "medium", "crashed", reason="oom_killed",
                pid=None, ready_s=None, cpu=None, memory=None, limit=8 * GiB, billed_s=95.25,
-               cost="0.003492500", rate="0.132", restarts=3),
+               cost="0.003492500", rate="0.132", restarts=3, retry_s=12),
     deployment("old", "berth-demo/tiny-random-gpt2-base", "micro", "stopped",
                reason="stopped by request", pid=None, ready_s=None, cpu=None, memory=None,
                limit=2 * GiB, billed_s=600.0, cost="0.005500000", rate="0.033",
@@ -129,10 +131,16 @@ BILLING = {
 }
 
 
+GAP = range(60, 75)  # buckets missing from the detail's series: the engine was stopped
+
+
 def usage_points(name: str, step: int, count: int) -> list[dict[str, Any]]:
-    """A smooth, fixed series: the last `count` buckets of `step` seconds before NOW."""
+    """A smooth, fixed series: the last `count` buckets of `step` seconds before NOW,
+    less the buckets in GAP (when there are that many)."""
     out = []
     for i in range(count):
+        if i in GAP:
+            continue
         t = int(NOW) - (count - i) * step
         requests = int(4 + 3 * math.sin(i / 5))
         out.append({"deployment": name, "t": t, "cpu_percent": round(20 + 15 * math.sin(i / 7),

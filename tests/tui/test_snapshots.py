@@ -127,3 +127,43 @@ def test_disconnected(snap_compare) -> None:
                     "the disconnected banner")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=refused)
+
+
+# -- the same screens in the smallest terminal the console is made for -----------------
+
+SMALL = (80, 24)
+
+
+def test_deployments_80x24(snap_compare, recorded) -> None:
+    assert snap_compare(app_at(recorded.url), terminal_size=SMALL, run_before=then())
+
+
+def test_detail_80x24(snap_compare, recorded) -> None:
+    async def open_chat(pilot: Pilot[None]) -> None:
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(pilot.app.screen, DetailScreen)
+                    and pilot.app.screen.dep is not None
+                    and all(p.points for p in pilot.app.screen.query(SeriesPlot)), 20,
+                    "the plots")
+
+    assert snap_compare(app_at(recorded.url), terminal_size=SMALL,
+                        run_before=then(open_chat))
+
+
+def test_new_deployment_80x24(snap_compare, recorded) -> None:
+    async def fill(pilot: Pilot[None]) -> None:
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(pilot.app.screen, NewDeploymentScreen)
+                    and pilot.app.screen.models is not None, 20, "the form's lists")
+        await pilot.press(*"chat-2")
+
+    assert snap_compare(app_at(recorded.url), terminal_size=SMALL, run_before=then(fill))
+
+
+def test_billing_80x24(snap_compare, recorded) -> None:
+    async def billing(pilot: Pilot[None]) -> None:
+        await pilot.press("b")
+        await until(pilot, lambda: isinstance(pilot.app.screen, BillingScreen)
+                    and pilot.app.screen.shown is not None, 20, "the billing tables")
+
+    assert snap_compare(app_at(recorded.url), terminal_size=SMALL, run_before=then(billing))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from hypothesis import given
@@ -11,6 +12,7 @@ from server.config import NAME_PATTERN, valid_name
 from tui import format as fmt
 from tui import names, settings
 from tui.api import Deployment, Reader
+from tui.widgets.series_plot import segments
 
 NAME_CHARS = st.text(alphabet="abcxyzABZ019-_. é\n", max_size=70)
 
@@ -75,3 +77,32 @@ def test_reader_gives_types_or_none() -> None:
     assert Deployment.from_json({"name": 3}) is None
     dep = Deployment.from_json({"name": "a", "status": None, "usage": [1]})
     assert dep is not None and dep.status == "unknown" and dep.cpu_percent is None
+
+
+def test_plot_runs_break_at_gaps() -> None:
+    step = 5
+    points = [(-60.0, 1.0), (-55.0, 2.0), (-50.0, 3.0),  # a run
+              (-30.0, 4.0), (-25.0, 5.0),  # three buckets missing before it
+              (-20.0, None), (-15.0, 6.0),  # a bucket without a value
+              (-10.0, 7.0), (-3.0, 8.0)]  # 7 s apart: within a step and a half
+    assert segments(points, max_gap_s=step * 1.5) == [
+        [(-60.0, 1.0), (-55.0, 2.0), (-50.0, 3.0)], [(-30.0, 4.0), (-25.0, 5.0)],
+        [(-15.0, 6.0), (-10.0, 7.0), (-3.0, 8.0)]]
+    assert segments([], 7.5) == [] and segments([(0.0, None)], 7.5) == []
+    assert segments([(-5.0, 1.0), (-10.0, 2.0)], 7.5) == [[(-10.0, 2.0), (-5.0, 1.0)]]
+
+
+def test_billed_times_and_exact_money() -> None:
+    assert fmt.billed(30.6) == "0:00:30.600" and fmt.billed(95.25) == "0:01:35.250"
+    assert fmt.billed(90_000) == "25:00:00.000" and fmt.billed(None) == "-"
+    assert fmt.money_places([Decimal("0.034196250"), Decimal("1.5"), None]) == 8
+    assert fmt.money_places([Decimal("3")]) == 2
+
+
+def test_retry_in_counts_from_the_servers_time() -> None:
+    at = datetime(2026, 12, 4, 10, 0, 12, tzinfo=UTC)
+    start = at.timestamp() - 12
+    assert fmt.retry_in(at, start) == "retrying in 12 s"
+    assert fmt.retry_in(at, start + 11.5) == "retrying in 1 s"
+    assert fmt.retry_in(at, start + 12) == "retrying now"
+    assert fmt.retry_in(None, start) is None

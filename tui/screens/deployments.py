@@ -10,7 +10,7 @@ from decimal import Decimal
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from tui import format as fmt
 from tui.actions import confirm_delete, run_action
@@ -19,6 +19,7 @@ from tui.client import gather
 from tui.polling import PollingScreen
 from tui.widgets.banner import ConnectionBanner
 from tui.widgets.deployment_table import DeploymentTable, Row
+from tui.widgets.keys import Keys
 from tui.widgets.theme_text import status_text
 
 RATE_WINDOW_S = 10  # requests/s is the mean over this many seconds
@@ -63,17 +64,24 @@ class DeploymentsScreen(PollingScreen):
     def __init__(self) -> None:
         super().__init__()
         self.deployments: dict[str, Deployment] = {}
+        self.data: Snapshot | None = None
 
     def compose(self) -> ComposeResult:
         yield ConnectionBanner(self.berth.label)
         yield DeploymentTable(id="deployments")
         yield Static(id="empty")
         yield Static(id="summary")
-        yield Footer()
+        yield Keys()
 
     def on_mount(self) -> None:
         self.query_one("#empty", Static).display = False
         self.query_one(DeploymentTable).focus()
+        self.set_interval(1.0, self.tick)
+
+    def tick(self) -> None:
+        """Between polls, the clock moves on: uptimes and backoff countdowns follow it."""
+        if self.data is not None:
+            self._show_rows(self.data, self.now())
 
     async def fetch(self) -> Snapshot:
         now = self.now()
@@ -84,19 +92,25 @@ class DeploymentsScreen(PollingScreen):
         return Snapshot(deps, hardware, usage, today, now)
 
     def show(self, data: Snapshot) -> None:
+        self.data = data
         self.deployments = {d.name: d for d in data.deployments}
-        rates = request_rates(data.usage)
-        table = self.query_one(DeploymentTable)
-        table.show([self._row(d, rates.get(d.name), data.now) for d in data.deployments])
+        self._show_rows(data, data.now)
         empty = self.query_one("#empty", Static)
         empty.display = not data.deployments
         empty.update(Text("No deployments yet: press n to create one."))
         self.query_one("#summary", Static).update(self._summary(data))
 
+    def _show_rows(self, data: Snapshot, now: float) -> None:
+        rates = request_rates(data.usage)
+        self.query_one(DeploymentTable).show(
+            [self._row(d, rates.get(d.name), now) for d in data.deployments])
+
     def _row(self, d: Deployment, rps: float | None, now: float) -> Row:
+        status = status_text(self.app, d.status, d.deleting)
+        if d.status == "crashed" and (retry := fmt.retry_in(d.retry_at, now)):
+            status.append(f", {retry}")
         return (d.name, [
-            Text(d.name), Text(d.model or fmt.DASH), Text(d.hardware or fmt.DASH),
-            status_text(self.app, d.status, d.deleting),
+            Text(d.name), Text(d.model or fmt.DASH), Text(d.hardware or fmt.DASH), status,
             Text(fmt.uptime(d.ready_at, d.status, now), justify="right"),
             Text(fmt.percent(d.cpu_percent), justify="right"),
             Text(fmt.used_of(d.memory_bytes, d.memory_limit_bytes), justify="right"),
@@ -114,8 +128,9 @@ class DeploymentsScreen(PollingScreen):
         ]
         if cap.gpus:
             parts.append(f"GPU {used.gpus} of {cap.gpus} held, {free.gpus} free")
-        total = data.today.total
-        parts.append(f"today (UTC) {fmt.money(total.cost or Decimal(0), total.currency)}")
+        totals = data.today.total_by_currency()
+        parts.append("today (UTC) " + (" + ".join(fmt.money(t.cost, t.currency) for t in totals)
+                                       or fmt.money(Decimal(0))))
         ready = sum(d.status == "ready" for d in data.deployments)
         parts.append(f"{ready}/{len(data.deployments)} ready")
         return Text("node: " + " · ".join(parts))

@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
-from textual.widgets import Footer, Log, Static
+from textual.widgets import Log, Static
 
 from tui import format as fmt
 from tui.actions import confirm_delete, run_action
@@ -18,6 +18,7 @@ from tui.api import Deployment, Event, LogChunk, Usage
 from tui.client import gather
 from tui.polling import PollingScreen
 from tui.widgets.banner import ConnectionBanner
+from tui.widgets.keys import Keys
 from tui.widgets.series_plot import SeriesPlot
 from tui.widgets.theme_text import status_text
 
@@ -76,20 +77,21 @@ class DetailScreen(PollingScreen):
     def compose(self) -> ComposeResult:
         yield ConnectionBanner(self.berth.label)
         yield Static(Text(self.dep_name), id="title")
-        with Horizontal(id="detail-body"):
-            with VerticalScroll(id="facts"):
-                yield Static(id="facts-json")
-            with Grid(id="plots"):
-                yield SeriesPlot("CPU %", window_s=WINDOW_S, floor=10.0, id="plot-cpu")
-                yield SeriesPlot("memory MiB", window_s=WINDOW_S, id="plot-memory")
-                yield SeriesPlot("requests/s", window_s=WINDOW_S, id="plot-requests")
-                yield SeriesPlot("latency ms", window_s=WINDOW_S, id="plot-latency")
-        with Horizontal(id="detail-bottom"):
-            with Vertical(id="side"):
-                yield Static(id="billing")
-                yield Static(id="events")
-            yield Log(id="log-tail", max_lines=500)
-        yield Footer()
+        with VerticalScroll(id="detail-main"):
+            with Horizontal(id="detail-body"):
+                with VerticalScroll(id="facts"):
+                    yield Static(id="facts-json")
+                with Grid(id="plots"):
+                    yield SeriesPlot("CPU %", window_s=WINDOW_S, floor=10.0, id="plot-cpu")
+                    yield SeriesPlot("memory MiB", window_s=WINDOW_S, id="plot-memory")
+                    yield SeriesPlot("requests/s", window_s=WINDOW_S, id="plot-requests")
+                    yield SeriesPlot("latency ms", window_s=WINDOW_S, id="plot-latency")
+            with Horizontal(id="detail-bottom"):
+                with Vertical(id="side"):
+                    yield Static(id="billing")
+                    yield Static(id="events")
+                yield Log(id="log-tail", max_lines=500)
+        yield Keys()
 
     async def fetch(self) -> Detail:
         now = self.now()
@@ -102,18 +104,32 @@ class DetailScreen(PollingScreen):
             self.client.usage(since=now - WINDOW_S, step=STEP_S, deployment=name), logs)
         return Detail(dep, events, usage, log, offset, now)
 
-    def show(self, data: Detail) -> None:
-        dep = self.dep = data.dep
+    def on_mount(self) -> None:
+        self.set_interval(1.0, self.tick)
+
+    def tick(self) -> None:
+        """Between polls, a crashed deployment's countdown to its restart goes on."""
+        if self.dep is not None:
+            self._title(self.dep, self.now())
+
+    def _title(self, dep: Deployment, now: float) -> None:
         title = Text.assemble(Text(dep.name, style="bold"), "  ",
                               status_text(self.app, dep.status, dep.deleting),
                               f"  {dep.model or fmt.DASH} on {dep.hardware or fmt.DASH}")
-        if dep.reason and dep.status != "ready":
-            title.append(f"  ({dep.reason})")
+        why = [dep.reason] if dep.reason and dep.status != "ready" else []
+        if dep.status == "crashed" and (retry := fmt.retry_in(dep.retry_at, now)):
+            why.append(retry)
+        if why:
+            title.append(f"  ({'; '.join(why)})")
         self.query_one("#title", Static).update(title)
+
+    def show(self, data: Detail) -> None:
+        dep = self.dep = data.dep
+        self._title(dep, data.now)
         self.query_one("#facts-json", Static).update(facts(dep.raw))
         self._plots(data)
         self.query_one("#billing", Static).update(Text(
-            f"billed {fmt.duration(dep.billed_seconds)} · cost "
+            f"billed {fmt.billed(dep.billed_seconds)} · cost "
             f"{fmt.money(dep.cost, dep.currency, 6)} · rate {fmt.per_hour(dep.rate_per_hour)}"))
         self.query_one("#events", Static).update(self._events(data.events))
         self._log(data)
@@ -122,20 +138,20 @@ class DetailScreen(PollingScreen):
         points = data.usage.points
         step = data.usage.step
 
-        def series(values: list[tuple[float, float | None]]) -> list[tuple[float, float]]:
-            return [(t - data.now, v) for t, v in values if v is not None]
+        def series(values: list[tuple[float, float | None]]) -> list[tuple[float, float | None]]:
+            return [(t - data.now, v) for t, v in values]
 
         self.query_one("#plot-cpu", SeriesPlot).show(
-            series([(p.t, p.cpu_percent) for p in points]))
+            series([(p.t, p.cpu_percent) for p in points]), step_s=step)
         limit = data.dep.memory_limit_bytes
         self.query_one("#plot-memory", SeriesPlot).show(
             series([(p.t, p.memory_bytes / fmt.MiB if p.memory_bytes is not None else None)
-                    for p in points]),
+                    for p in points]), step_s=step,
             title=f"memory MiB (limit {fmt.size(limit)})" if limit else "memory MiB")
         self.query_one("#plot-requests", SeriesPlot).show(
-            series([(p.t, p.requests / step) for p in points]))
+            series([(p.t, p.requests / step) for p in points]), step_s=step)
         self.query_one("#plot-latency", SeriesPlot).show(
-            series([(p.t, p.latency_ms_avg) for p in points]))
+            series([(p.t, p.latency_ms_avg) for p in points]), step_s=step)
 
     def _events(self, events: list[Event]) -> Text:
         out = Text("recent events\n", style="bold")

@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.validation import ValidationResult, Validator
-from textual.widgets import Button, Footer, Input, Label, OptionList, Static
+from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from tui import format as fmt
@@ -21,6 +21,7 @@ from tui.client import ApiError, gather
 from tui.names import name_problem
 from tui.polling import PollingScreen
 from tui.widgets.banner import ConnectionBanner
+from tui.widgets.keys import Keys
 from tui.widgets.theme_text import status_text, themed
 
 
@@ -97,7 +98,7 @@ class NewDeploymentScreen(PollingScreen):
                 yield Button("Create", variant="primary", id="create")
                 yield Button("Cancel", id="cancel")
             yield Static(id="progress")
-        yield Footer()
+        yield Keys()
 
     def on_mount(self) -> None:
         self.query_one("#name", Input).focus()
@@ -205,7 +206,7 @@ class NewDeploymentScreen(PollingScreen):
         else:
             error.update(Text(" ".join(result.failure_descriptions)))
             error.add_class("-invalid")
-        self._choice()
+        self._inputs_changed()
 
     @on(OptionList.OptionHighlighted, "#tiers")
     def tier_changed(self) -> None:
@@ -213,19 +214,33 @@ class NewDeploymentScreen(PollingScreen):
             box = self.query_one("#models", OptionList)
             for i, m in enumerate(self.models):
                 box.replace_option_prompt_at_index(i, self._model_text(m, self.tier))
-        self._choice()
+        self._inputs_changed()
 
     @on(OptionList.OptionHighlighted, "#models")
     def model_changed(self) -> None:
+        self._inputs_changed()
+
+    def _inputs_changed(self) -> None:
+        """An error of the last try is about inputs that are no longer there: gone."""
+        if self.created is None and not self.query_one("#create", Button).disabled:
+            self._form_error("")
         self._choice()
 
     def _choice(self) -> None:
-        name = self.query_one("#name", Input).value or "?"
+        name = self.query_one("#name", Input).value
         tier, model = self.tier, self.model
-        self.query_one("#choice", Static).update(Text(
-            f"will create {name}: {model.id if model else '(choose a model)'} on "
-            f"{tier.name if tier else '(choose a tier)'}"
-            + (f" at {fmt.per_hour(tier.price_per_hour)}" if tier else "")))
+        what = (f"{model.id if model else '(choose a model)'} on "
+                f"{tier.name if tier else '(choose a tier)'}"
+                + (f" at {fmt.per_hour(tier.price_per_hour)}" if tier else ""))
+        result = self.validator.validate(name)
+        if not name:
+            line = f"name it, then create: {what}"
+        elif not result.is_valid:
+            line = (f"cannot create {name!r} (endpoint name: "
+                    f"{' '.join(result.failure_descriptions)}): {what}")
+        else:
+            line = f"will create {name}: {what}"
+        self.query_one("#choice", Static).update(Text(line))
 
     @on(Input.Submitted, "#name")
     @on(Button.Pressed, "#create")

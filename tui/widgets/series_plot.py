@@ -4,7 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from textual.color import Color, ColorParseError
 from textual_plotext import PlotextPlot
+
+Point = tuple[float, float | None]  # (seconds before now, the value or None: no value)
+Segment = list[tuple[float, float]]
+
+
+def segments(points: Sequence[Point], max_gap_s: float) -> list[Segment]:
+    """The runs of the series that have no gap: a line is drawn within a run, never
+    across a gap. A gap is a point without a value, or neighbours further apart in time
+    than `max_gap_s` (buckets missing, e.g. while the deployment was stopped)."""
+    runs: list[Segment] = []
+    run: Segment = []
+    last_t: float | None = None
+    for t, value in sorted(points, key=lambda p: p[0]):
+        if value is None or (last_t is not None and t - last_t > max_gap_s):
+            if run:
+                runs.append(run)
+            run = []
+        if value is not None:
+            run.append((t, value))
+        last_t = t
+    if run:
+        runs.append(run)
+    return runs
 
 
 class SeriesPlot(PlotextPlot):
@@ -15,32 +39,44 @@ class SeriesPlot(PlotextPlot):
         self.title = title
         self.window_s = window_s
         self.floor = floor  # the y axis goes at least this high: a flat 0 stays at the bottom
-        self.points: tuple[tuple[float, float], ...] = ()
+        self.segments: list[Segment] = []
 
     def on_mount(self) -> None:
         super().on_mount()
         self._draw()
 
-    def show(self, points: Sequence[tuple[float, float]], title: str | None = None) -> None:
-        points = tuple(points)
-        if points == self.points and (title is None or title == self.title):
+    def show(self, points: Sequence[Point], *, step_s: float,
+             title: str | None = None) -> None:
+        """`points` one per bucket of `step_s` seconds; a bucket missing is a gap."""
+        runs = segments(points, max_gap_s=step_s * 1.5)
+        if runs == self.segments and (title is None or title == self.title):
             return
-        self.points = points
+        self.segments = runs
         if title is not None:
             self.title = title
         self._draw()
+
+    @property
+    def points(self) -> list[tuple[float, float]]:
+        return [p for run in self.segments for p in run]
+
+    def _color(self) -> tuple[int, int, int] | str:
+        """One colour for every run (plotext would give each plot call its own)."""
+        try:
+            return Color.parse(self.app.theme_variables.get("primary", "")).rgb
+        except ColorParseError:
+            return "blue+"
 
     def _draw(self) -> None:
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.title(self.title if self.points else f"{self.title} (no samples yet)")
+        plt.title(self.title if self.segments else f"{self.title} (no samples yet)")
         plt.xlim(-self.window_s, 0)
         top = max([y for _, y in self.points] + [self.floor])
         plt.ylim(0, top * 1.15)
         plt.xlabel("seconds ago")
-        if self.points:
-            xs = [x for x, _ in self.points]
-            ys = [y for _, y in self.points]
-            plt.plot(xs, ys, marker="braille")
+        color = self._color() if self.is_mounted else "blue+"
+        for run in self.segments:
+            plt.plot([x for x, _ in run], [y for _, y in run], marker="braille", color=color)
         self.refresh()
