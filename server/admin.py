@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from datetime import UTC, datetime
 from typing import Any
@@ -41,7 +42,7 @@ def iso(ts: float | None) -> str | None:
 
 
 def deployment_json(dep: Deployment,
-                    billed: list[tuple[int, int]] | None = None) -> dict[str, Any]:
+                    billed: list[tuple[int, int, str]] | None = None) -> dict[str, Any]:
     return {
         "name": dep.name,
         "model": dep.model,
@@ -76,10 +77,14 @@ def deployment_json(dep: Deployment,
     }
 
 
-def _billing(dep: Deployment, billed: list[tuple[int, int]]) -> dict[str, Any]:
-    ms = sum(m for m, _ in billed)
-    return {"billed_seconds": ms / 1000, "cost": str(money.cost(sum(m * r for m, r in billed))),
-            "currency": dep.currency, "rate_per_hour": str(dep.tier.price_per_hour)}
+def _billing(dep: Deployment, billed: list[tuple[int, int, str]]) -> dict[str, Any]:
+    """`cost` is what was billed in the configured currency; `costs` has every currency
+    this deployment was ever billed in (after a currency change there are two)."""
+    costs = money.costs_by_currency(billed)
+    return {"billed_seconds": sum(ms for ms, _, _ in billed) / 1000,
+            "cost": str(costs.get(dep.currency, money.cost(0))), "currency": dep.currency,
+            "costs": {currency: str(amount) for currency, amount in costs.items()},
+            "rate_per_hour": str(dep.tier.price_per_hour)}
 
 
 async def _json(request: web.Request, *deps: Deployment) -> list[dict[str, Any]]:
@@ -101,8 +106,8 @@ def _not_found(name: str) -> NotFound:
 
 async def json_body(request: web.Request, model: type[BaseModel]) -> Any:
     try:
-        data = await request.json()
-    except (ValueError, RecursionError) as e:
+        data = json.loads(await request.read())  # JSON is UTF-8 (RFC 8259), whatever
+    except (ValueError, RecursionError) as e:    # charset the header names
         raise BadRequest(f"request body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise BadRequest(f"request body must be a JSON object, not {type(data).__name__}",

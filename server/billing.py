@@ -17,28 +17,38 @@ DAY_MS = 86_400_000
 GROUPS = ("deployment", "owner", "day")
 
 
+MAX_TIME_S = 253_402_300_799  # 9999-12-31T23:59:59Z: the last second ISO 8601 can write
+
+
 def query_time(request: web.Request, key: str, default: float) -> int:
-    """A query time as ms: ISO 8601 (2026-12-03T10:00:00Z) or unix seconds."""
+    """A query time as ms: ISO 8601 (2026-12-03T10:00:00Z) or unix seconds, from 1970
+    to the year 9999."""
     raw = request.query.get(key)
     if raw is None:
         return int(default * 1000)
     try:
-        return int(float(raw) * 1000)
+        seconds = float(raw)
     except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"{key}: expected ISO 8601 or unix seconds, got {raw!r}",
-                         code="invalid_value", param=key) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+        try:
+            parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            raise BadRequest(f"{key}: expected ISO 8601 (2026-12-03T10:00:00Z) or unix "
+                             f"seconds, got {raw!r}", code="invalid_value", param=key) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        seconds = parsed.timestamp()
+    if not 0 <= seconds <= MAX_TIME_S:  # NaN fails this too
+        raise BadRequest(f"{key}: {raw!r} is out of range: a time from 1970 to 9999 "
+                         f"(unix seconds 0..{MAX_TIME_S})", code="invalid_value", param=key)
+    return int(seconds * 1000)
 
 
-def _pieces(row: dict[str, Any], group_by: str) -> list[tuple[str, int]]:
-    """(group key, ms) for one clipped interval; a `day` split at UTC midnights."""
+def _pieces(row: dict[str, Any], group_by: str) -> list[tuple[Any, int]]:
+    """(group key, ms) for one clipped interval; a `day` split at UTC midnights; a
+    deployment is its id (a name deleted and created again is two deployments)."""
     start, end = row["start_ms"], row["end_ms"]
+    if group_by == "deployment":
+        return [(row["deployment_id"], end - start)]
     if group_by != "day":
         return [(row[group_by], end - start)]
     out = []
@@ -48,6 +58,12 @@ def _pieces(row: dict[str, Any], group_by: str) -> list[tuple[str, int]]:
         out.append((day, cut - start))
         start = cut
     return out
+
+
+def _total(currency: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sum of the shown parts in one currency: a table adds up to the last digit."""
+    return {"billed_seconds": sum(p["ms"] for p in parts) / 1000,
+            "cost": str(sum((p["cost"] for p in parts), Decimal(0))), "currency": currency}
 
 
 async def billing(request: web.Request) -> web.Response:
@@ -60,19 +76,28 @@ async def billing(request: web.Request) -> web.Response:
     if until < since:
         raise BadRequest("until is before since", param="until", code="invalid_value")
     rows = await request.app[keys.STORE].billing_rows(since_ms=since, until_ms=until)
-    ms: dict[tuple[str, str], int] = defaultdict(int)
-    numerator: dict[tuple[str, str], int] = defaultdict(int)
+    ms: dict[tuple[Any, str], int] = defaultdict(int)
+    numerator: dict[tuple[Any, str], int] = defaultdict(int)
+    about: dict[Any, dict[str, Any]] = {}  # deployment id -> its name and whether deleted
     for row in rows:
         for key, part in _pieces(row, group_by):
             ms[key, row["currency"]] += part
             numerator[key, row["currency"]] += part * row["rate_micros_per_hour"]
-    costs = {group: money.cost(numerator[group]) for group in sorted(ms)}
-    data = [{"key": key, "billed_seconds": ms[key, cur] / 1000, "cost": str(costs[key, cur]),
-             "currency": cur} for key, cur in costs]
-    currencies = sorted({cur for _, cur in costs}) or [request.app[keys.CONFIG].currency]
-    total = {"billed_seconds": sum(ms.values()) / 1000,
-             # the sum of the shown parts: the table adds up to the last digit
-             "cost": str(sum(costs.values(), Decimal(0))),
-             "currency": currencies[0] if len(currencies) == 1 else "mixed"}
-    return web.json_response({"data": data, "total": total, "group_by": group_by,
-                              "since_ms": since, "until_ms": until})
+        about[row["deployment_id"]] = {"key": row["deployment"],
+                                       "deployment_id": row["deployment_id"],
+                                       "deleted": bool(row["deleted"])}
+    parts = [{"group": key, "currency": cur, "ms": ms[key, cur],
+              "cost": money.cost(numerator[key, cur])}
+             for key, cur in sorted(ms, key=lambda k: (str(k[0]), k[1]))]
+    if group_by == "deployment":
+        parts.sort(key=lambda p: (about[p["group"]]["key"], p["group"], p["currency"]))
+    data = [{**(about[p["group"]] if group_by == "deployment" else {"key": p["group"]}),
+             "billed_seconds": p["ms"] / 1000, "cost": str(p["cost"]),
+             "currency": p["currency"]} for p in parts]
+    current = request.app[keys.CONFIG].currency
+    # never added across currencies: one total per currency, the configured one first
+    currencies = sorted({p["currency"] for p in parts} | {current},
+                        key=lambda c: (c != current, c))
+    totals = [_total(c, [p for p in parts if p["currency"] == c]) for c in currencies]
+    return web.json_response({"data": data, "totals": totals, "total": totals[0],
+                              "group_by": group_by, "since_ms": since, "until_ms": until})

@@ -329,10 +329,11 @@ def _usage(args: argparse.Namespace) -> int:
     if args.json:
         fmt.print_json(report)
         return 0
-    rows = [[d["key"], f"{d['billed_seconds']:.3f}", d["cost"], d["currency"]]
+    rows = [[_billing_key(d), f"{d['billed_seconds']:.3f}", d["cost"], d["currency"]]
             for d in report["data"]]
-    total = report["total"]
-    rows.append(["TOTAL", f"{total['billed_seconds']:.3f}", total["cost"], total["currency"]])
+    # one TOTAL per currency: amounts in different currencies are never added up
+    rows += [["TOTAL", f"{t['billed_seconds']:.3f}", t["cost"], t["currency"]]
+             for t in report.get("totals") or [report["total"]]]
     headers = [args.group_by.upper(), "BILLED_SECONDS", "COST", "CURRENCY"]
     if args.csv:
         writer = csv.writer(sys.stdout)
@@ -341,6 +342,13 @@ def _usage(args: argparse.Namespace) -> int:
     else:
         print(fmt.table(headers, rows))
     return 0
+
+
+def _billing_key(row: dict[str, Any]) -> str:
+    """A deleted deployment is marked: its name may belong to a newer one now."""
+    if row.get("deleted"):
+        return f"{row['key']} (deleted #{row['deployment_id']})"
+    return str(row["key"])
 
 
 def _users(args: argparse.Namespace) -> int:

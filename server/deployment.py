@@ -82,6 +82,17 @@ class Deployment:
         return self.state is State.READY and self.client is not None
 
 
+@dataclass(frozen=True)
+class EngineLife:
+    """One engine process, spawn to reap: what the meter bills when it ended between two
+    ticks (an engine that lived under a second is billed too)."""
+
+    dep: Deployment
+    pid: int
+    spawned_at: float
+    exited_at: float
+
+
 def slice_meter(slice_: Slice, pid: int) -> UsageMeter:
     """Read usage from the slice where it can (the whole slice), else from the process."""
     if slice_.usage() is None:

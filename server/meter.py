@@ -71,20 +71,25 @@ class Meter:
         self.gpu.close()
 
     async def _run(self) -> None:
+        second = int(time.time())
         while True:
-            await asyncio.sleep(1.0 - (time.time() % 1.0))  # on the second
+            # aim at the next whole second; a late wake (a busy loop) skips the seconds it
+            # missed instead of reading one second twice
+            second = max(second + 1, int(time.time()) + 1)
+            await asyncio.sleep(max(0.0, second - time.time()))
             try:
-                await self.tick()
+                await self.tick(second)
                 if time.time() - self._pruned_at >= PRUNE_EVERY_S:
                     await self.prune()
             except Exception:  # a failed tick must not stop the meter
                 log.exception("meter tick failed")
 
-    async def tick(self) -> None:
+    async def tick(self, second: int | None = None) -> None:
+        """One reading, labelled `second` (the second the tick aimed at: a timer that
+        wakes a hair early still files it under the right one)."""
         now_s = time.time()
-        now = _ms(now_s)
-        ends = await self._bill(now)
-        usage = self._read_slices(int(now_s))
+        ends = await self._bill(_ms(now_s))
+        usage = self._read_slices(int(now_s) if second is None else second)
         records = self.accounting.take() if self.accounting is not None else []
         _add_requests(usage, records)
         await self.store.record_second(ends=ends, usage=usage,
@@ -98,29 +103,38 @@ class Meter:
             requests_keep_s=m.request_retention_s)
 
     async def _bill(self, now: int) -> dict[int, int]:
-        """{interval id: new end ms}: engines gone are closed at their exit, new ones
-        opened at their spawn, running ones extended to now."""
+        """{interval id: new end ms}: engines reaped since the last tick closed at their
+        exit (one that lived between two ticks gets its own interval), running ones
+        opened at their spawn and extended to now."""
         ends: dict[int, int] = {}
+        for life in self.supervisor.take_ended():
+            current = self._open.get(life.dep.id)
+            if current is not None and current.pid == life.pid:
+                del self._open[life.dep.id]
+                interval = current.interval
+            else:  # spawned and reaped between two ticks: never seen running
+                interval = await self._open_interval(life.dep, life.pid, life.spawned_at)
+            ends[interval] = min(now, _ms(life.exited_at))
         for dep_id, current in list(self._open.items()):
-            dep = current.dep
-            if dep.pid != current.pid:  # that engine is gone (and maybe another runs)
-                ended = dep.exited_at if dep.exited_at is not None else now / 1000
-                ends[current.interval] = min(now, _ms(ended))
+            if current.dep.pid != current.pid:  # gone without a word: close it now
+                ends[current.interval] = now
                 del self._open[dep_id]
         for dep in self.supervisor.all():
             if dep.pid is None or dep.spawned_at is None:
                 continue
             opened = self._open.get(dep.id)
             if opened is None:
-                tier = dep.tier
-                interval = await self.store.open_interval(
-                    deployment_id=dep.id, deployment=dep.name, owner=dep.owner,
-                    hardware=tier.name, pid=dep.pid,
-                    rate_micros_per_hour=rate_micros(tier.price_per_hour),
-                    currency=self.config.currency, start_ms=_ms(dep.spawned_at))
+                interval = await self._open_interval(dep, dep.pid, dep.spawned_at)
                 opened = self._open[dep.id] = _Open(interval, dep.pid, dep)
             ends[opened.interval] = now
         return ends
+
+    async def _open_interval(self, dep: Deployment, pid: int, spawned_at: float) -> int:
+        return await self.store.open_interval(
+            deployment_id=dep.id, deployment=dep.name, owner=dep.owner,
+            hardware=dep.tier.name, pid=pid,
+            rate_micros_per_hour=rate_micros(dep.tier.price_per_hour),
+            currency=self.config.currency, start_ms=_ms(spawned_at))
 
     def _read_slices(self, second: int) -> dict[tuple[int, int], UsageSums]:
         """One reading of every running engine's slice (the deployment JSON's live
@@ -140,9 +154,11 @@ class Meter:
 
 
 def _add_requests(usage: dict[tuple[int, int], UsageSums], records: Iterable[Record]) -> None:
-    """Counts each request in the second it started, beside that second's reading."""
+    """Counts each request that reached the engine in the second it started, beside
+    that second's reading (a refused one is in the request log and /metrics only: it
+    must not make a bucket for a deployment that was not running)."""
     for r in records:
-        if r.deployment_id is None:
+        if r.deployment_id is None or r.outcome == "rejected":
             continue
         key = (r.deployment_id, int(r.started))
         (n, cpu, mem, mem_max, requests, errors, latency, prompt, completion,

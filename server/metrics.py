@@ -39,14 +39,14 @@ class _Families:
         return self._families
 
 
-def families(deps: list[Deployment], billed: dict[int, list[tuple[int, int]]],
+def families(deps: list[Deployment], billed: dict[int, list[tuple[int, int, str]]],
              accounting: Accounting | None = None) -> list[Metric]:
     stats = accounting.stats if accounting is not None else {}
     return [*_deployment_families(deps, billed), *_request_families(deps, stats, accounting)]
 
 
 def _deployment_families(deps: list[Deployment],
-                         billed: dict[int, list[tuple[int, int]]]) -> list[Metric]:
+                         billed: dict[int, list[tuple[int, int, str]]]) -> list[Metric]:
     def gauge(name: str, doc: str, *extra: str) -> GaugeMetricFamily:
         return GaugeMetricFamily(name, doc, labels=[*LABELS, *extra])
 
@@ -82,9 +82,9 @@ def _deployment_families(deps: list[Deployment],
                 gpu_memory.add_metric(labels, dep.usage.gpu_memory_bytes)
         limit.add_metric(labels, dep.tier.memory_bytes)
         parts = billed.get(dep.id, [])
-        billed_s.add_metric(labels, sum(ms for ms, _ in parts) / 1000)
-        cost.add_metric([*labels, dep.currency],
-                        float(money.cost(sum(ms * rate for ms, rate in parts))))
+        billed_s.add_metric(labels, sum(ms for ms, _, _ in parts) / 1000)
+        for currency, amount in money.costs_by_currency(parts).items():
+            cost.add_metric([*labels, currency], float(amount))
         active.add_metric(labels, dep.gate.active)
         queued.add_metric(labels, dep.gate.waiting)
     return [state, restarts, ooms, cpu_seconds, cpu_percent, memory, limit, gpu_memory,

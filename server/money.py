@@ -30,3 +30,12 @@ def cost(numerator: int) -> Decimal:
 
 def price(micros_per_hour: int) -> str:
     return str((Decimal(micros_per_hour) / MICROS).normalize())
+
+
+def costs_by_currency(billed: list[tuple[int, int, str]]) -> dict[str, Decimal]:
+    """{currency: cost} of (ms, rate micro-units per hour, currency) parts; amounts in
+    different currencies are never added together."""
+    numerators: dict[str, int] = {}
+    for ms, rate, currency in billed:
+        numerators[currency] = numerators.get(currency, 0) + ms * rate
+    return {currency: cost(n) for currency, n in sorted(numerators.items())}

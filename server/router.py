@@ -90,6 +90,10 @@ async def _inference(request: web.Request, rec: Record) -> web.StreamResponse:
     if not isinstance(data, dict):
         raise BadRequest(f"request body must be a JSON object, not {type(data).__name__}",
                          code="invalid_body")
+    named = request.match_info.get("name") or data.get("model")
+    dep = _callable(request, named) if isinstance(named, str) else None
+    if dep is not None:  # a bad body is then recorded against the endpoint it was for
+        rec.deployment, rec.deployment_id, rec.owner = dep.name, dep.id, dep.owner
     try:
         body = body_cls.model_validate(data)
     except ValidationError as e:
@@ -100,10 +104,8 @@ async def _inference(request: web.Request, rec: Record) -> web.StreamResponse:
     if not name:
         raise BadRequest("you must provide a model parameter (the endpoint name)",
                          code="missing_model", param="model")
-    dep = request.app[keys.SUPERVISOR].get(name)
-    if dep is None or not principal(request).may_call(dep.owner):
+    if dep is None:
         raise _unknown(name)  # another user's endpoint does not exist, as far as you know
-    rec.deployment, rec.deployment_id, rec.owner = dep.name, dep.id, dep.owner
     _check_serves(dep, route)
     _check_open(dep)
     # A full queue raises QueueFull (429), a long wait QueueTimeout (503): both ApiErrors.
@@ -115,6 +117,12 @@ async def _inference(request: web.Request, rec: Record) -> web.StreamResponse:
                                 stream=bool(getattr(body, "stream", False)))
         finally:
             dep.leave()
+
+
+def _callable(request: web.Request, name: str) -> Deployment | None:
+    """The deployment `name` if the caller may call it (else, to them, there is none)."""
+    dep = request.app[keys.SUPERVISOR].get(name)
+    return dep if dep is not None and principal(request).may_call(dep.owner) else None
 
 
 def _check_open(dep: Deployment) -> None:

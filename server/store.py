@@ -134,6 +134,10 @@ MIGRATIONS: Sequence[str] = (
     ALTER TABLE usage ADD COLUMN gpu_memory_bytes_sum INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE usage ADD COLUMN gpu_memory_bytes_max INTEGER NOT NULL DEFAULT 0;
     """,
+    # 7: OOM kills survive a server restart, as restarts do
+    """
+    ALTER TABLE deployments ADD COLUMN oom_kills INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 USAGE_STEPS = (1, 60, 3600)
@@ -185,6 +189,7 @@ class DeploymentRow:
     updated_at: float
     ready_at: float | None
     deleted_at: float | None
+    oom_kills: int = 0
 
 
 @dataclass(frozen=True)
@@ -337,14 +342,14 @@ class Store:
     async def record_transition(self, deployment_id: int, *, status: str, reason: str | None,
                                 pid: int | None, restarts: int,
                                 ready_at: float | None, at: float,
-                                event_pid: int | None = None) -> None:
+                                event_pid: int | None = None, oom_kills: int = 0) -> None:
         """A state change: the deployment row and its event row, in one transaction.
         `event_pid` is the process the event is about (a crashed engine's, say)."""
         async with self._transaction() as db:
             await db.execute(
                 "UPDATE deployments SET status=?, reason=?, pid=?, restarts=?, ready_at=?,"
-                " updated_at=? WHERE id=?",
-                (status, reason, pid, restarts, ready_at, at, deployment_id))
+                " updated_at=?, oom_kills=? WHERE id=?",
+                (status, reason, pid, restarts, ready_at, at, oom_kills, deployment_id))
             await db.execute(
                 "INSERT INTO events (deployment_id, at, status, reason, pid)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -420,7 +425,9 @@ class Store:
                            until_ms: int = 2**62) -> list[dict[str, Any]]:
         """Intervals overlapping [since, until), clipped to it."""
         sql = ("SELECT deployment_id, deployment, owner, hardware, rate_micros_per_hour,"
-               " currency, MAX(start_ms, ?) AS start_ms, MIN(end_ms, ?) AS end_ms"
+               " currency, MAX(start_ms, ?) AS start_ms, MIN(end_ms, ?) AS end_ms,"
+               " (SELECT d.deleted_at IS NOT NULL FROM deployments d"
+               "  WHERE d.id = deployment_id) AS deleted"
                " FROM billing WHERE end_ms > ? AND start_ms < ?")
         args: list[Any] = [since_ms, until_ms, since_ms, until_ms]
         if deployment_id is not None:
@@ -463,7 +470,7 @@ class Store:
                              ((now_s - requests_keep_s) * 1000,))
 
     async def usage_series(self, *, step: int, source_step: int, since_s: int, until_s: int,
-                           deployment: str | None = None) -> list[dict[str, Any]]:
+                           deployment_id: int | None = None) -> list[dict[str, Any]]:
         """Buckets of `step` seconds in [since, until), summed from the stored
         `source_step` buckets (a divisor of `step`), per deployment, oldest first."""
         sql = ("SELECT u.deployment_id, d.name AS deployment, (u.ts / ?) * ? AS t,"
@@ -479,9 +486,9 @@ class Store:
                " FROM usage u JOIN deployments d ON d.id = u.deployment_id"
                " WHERE u.step = ? AND u.ts >= ? AND u.ts < ?")
         args: list[Any] = [step, step, source_step, since_s, until_s]
-        if deployment is not None:
-            sql += " AND d.name = ?"
-            args.append(deployment)
+        if deployment_id is not None:
+            sql += " AND u.deployment_id = ?"
+            args.append(deployment_id)
         sql += " GROUP BY u.deployment_id, t ORDER BY d.name, u.deployment_id, t"
         async with self._db.execute(sql, args) as cur:
             return [dict(r) for r in await cur.fetchall()]
@@ -499,15 +506,16 @@ class Store:
         async with self._db.execute(sql + " ORDER BY id", args) as cur:
             return [dict(r) for r in await cur.fetchall()]
 
-    async def billing_totals(self) -> dict[int, list[tuple[int, int]]]:
-        """Per deployment id: (billed ms, rate) for each rate it was billed at. The money
-        is multiplied out in Python: SQLite would turn a large product into a float."""
-        totals: dict[int, list[tuple[int, int]]] = {}
+    async def billing_totals(self) -> dict[int, list[tuple[int, int, str]]]:
+        """Per deployment id: (billed ms, rate, currency) for each rate and currency it
+        was billed at. The money is multiplied out in Python: SQLite would turn a large
+        product into a float."""
+        totals: dict[int, list[tuple[int, int, str]]] = {}
         async with self._db.execute(
-                "SELECT deployment_id, SUM(end_ms - start_ms), rate_micros_per_hour"
-                " FROM billing GROUP BY deployment_id, rate_micros_per_hour") as cur:
-            for dep_id, ms, rate in await cur.fetchall():
-                totals.setdefault(int(dep_id), []).append((int(ms), int(rate)))
+                "SELECT deployment_id, SUM(end_ms - start_ms), rate_micros_per_hour, currency"
+                " FROM billing GROUP BY deployment_id, rate_micros_per_hour, currency") as cur:
+            for dep_id, ms, rate, currency in await cur.fetchall():
+                totals.setdefault(int(dep_id), []).append((int(ms), int(rate), str(currency)))
         return totals
 
     async def events(self, deployment_id: int, limit: int = 100) -> list[EventRow]:

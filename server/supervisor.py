@@ -32,7 +32,7 @@ from engines.protocol import (
 from server import catalog
 from server.capacity import InsufficientCapacity, Node
 from server.config import Config, Tier
-from server.deployment import Deployment, slice_meter
+from server.deployment import Deployment, EngineLife, slice_meter
 from server.launcher import EngineProcess, LocalLauncher
 from server.limits import Gate
 from server.slices import EXIT_JOIN_FAILED, Driver, NoneDriver, SliceError, SliceSpec
@@ -57,6 +57,7 @@ class Supervisor:
         self.node = node or Node.from_config(config.node, cores=sorted(os.sched_getaffinity(0)),
                                              memory_bytes=0, gpus=0)
         self._deployments: dict[str, Deployment] = {}
+        self._ended: list[EngineLife] = []  # engines reaped since the meter last looked
         self._registry_lock = asyncio.Lock()
         state_dir = config.server.state_dir
         self.socket_dir = state_dir / "run"
@@ -69,6 +70,11 @@ class Supervisor:
 
     def all(self) -> list[Deployment]:
         return sorted(self._deployments.values(), key=lambda d: d.name)
+
+    def take_ended(self) -> list[EngineLife]:
+        """The engines reaped since the last call, oldest first (deleted ones too)."""
+        ended, self._ended = self._ended, []
+        return ended
 
     # --- lifecycle of the supervisor ------------------------------------------------------
 
@@ -114,7 +120,7 @@ class Supervisor:
             id=row.id, name=row.name, model=row.model, tier=tier, owner=row.owner,
             task=Task(row.task) if row.task in set(Task) else None, dtype=dtype,
             created_at=row.created_at, source=row.source, currency=self.config.currency,
-            restarts=row.restarts,
+            restarts=row.restarts, oom_kills=row.oom_kills,
             # by id, not name: a Unix socket path must stay under 108 bytes
             socket_path=self.socket_dir / f"{row.id}.sock",
             log_path=self.log_dir / f"{row.name}.log",
@@ -419,6 +425,8 @@ class Supervisor:
     async def _release(self, dep: Deployment) -> None:
         if dep.pid is not None:
             dep.exited_at = time.time()
+            if dep.spawned_at is not None:
+                self._ended.append(EngineLife(dep, dep.pid, dep.spawned_at, dep.exited_at))
         dep.last_pid = dep.pid
         dep.process = None
         dep.usage = None
@@ -472,7 +480,8 @@ class Supervisor:
                  pid)
         await self.store.record_transition(
             dep.id, status=state, reason=reason, pid=dep.pid, event_pid=pid,
-            restarts=dep.restarts, ready_at=dep.ready_at, at=time.time())
+            restarts=dep.restarts, ready_at=dep.ready_at, at=time.time(),
+            oom_kills=dep.oom_kills)
         dep.state, dep.reason = state, reason
         if state is State.FAILED:
             self.node.release(dep.name)  # gave up: its share goes back to the node

@@ -46,6 +46,7 @@ def point(row: dict[str, Any]) -> dict[str, Any]:
     samples, requests, gpu = row["samples"], row["requests"], row["gpu_samples"]
     return {
         "deployment": row["deployment"],
+        "deployment_id": row["deployment_id"],
         "t": row["t"],
         "cpu_percent": round(row["cpu_percent_sum"] / samples, 2) if samples else None,
         "memory_bytes": row["memory_bytes_sum"] // samples if samples else None,
@@ -70,9 +71,9 @@ async def usage(request: web.Request) -> web.Response:
     raw_step = request.query.get("step")
     if raw_step is not None:
         step = parse_step(raw_step)
-    else:
+    else:  # the finest step that fits; whole days for ranges of years
         step = next((s for s in _AUTO_STEPS if (until - since) / s <= MAX_POINTS),
-                    _AUTO_STEPS[-1])
+                    math.ceil((until - since) / (MAX_POINTS - 1) / 86_400) * 86_400)
     since -= since % step  # whole buckets
     if (until - since) / step > MAX_POINTS:
         raise BadRequest(f"{math.ceil((until - since) / step)} points of {step} s; at most "
@@ -80,10 +81,14 @@ async def usage(request: web.Request) -> web.Response:
                          code="too_many_points", param="step")
     name = request.query.get("deployment") or None
     store = request.app[keys.STORE]
-    if name is not None and await store.get_deployment_any(name) is None:
-        raise NotFound(f"no deployment named {name!r}, now or in the past",
-                       code="deployment_not_found", param="deployment")
+    dep_id = None
+    if name is not None:  # the newest one of that name: an older, deleted one is not it
+        row = await store.get_deployment_any(name)
+        if row is None:
+            raise NotFound(f"no deployment named {name!r}, now or in the past",
+                           code="deployment_not_found", param="deployment")
+        dep_id = row.id
     rows = await store.usage_series(step=step, source_step=source_step(step), since_s=since,
-                                    until_s=until, deployment=name)
+                                    until_s=until, deployment_id=dep_id)
     return web.json_response({"deployment": name, "step": step, "since": since,
                               "until": until, "data": [point(r) for r in rows]})

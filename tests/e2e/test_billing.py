@@ -60,6 +60,21 @@ def test_running_seconds_are_billed_and_stopped_ones_are_not(berth):
     assert _billed(server, "meter")["billed_seconds"] == dep["billed_seconds"]
 
 
+def test_an_engine_stopped_within_its_first_second_is_billed(berth):
+    server = berth([], tiers={"micro": {"price_per_hour": "0.036"}})
+    assert server.http.post("/api/deployments", json={
+        "name": "brief", "model": CHAT_MODEL, "hardware": "micro"}).status_code == 201
+    assert server.http.post("/api/deployments/brief/stop").json()["status"] == "stopped"
+    events = server.events("brief")
+    spawned = _t(next(e["at"] for e in events if e["status"] == "starting"))
+    stopped = _t([e["at"] for e in events if e["status"] == "stopped"][-1])
+    time.sleep(1.5)  # a tick after the engine was reaped
+    (start, end, rate), = _intervals(server)
+    assert rate == 36_000
+    assert abs(start / 1000 - spawned) <= 0.1 and abs(end / 1000 - stopped) <= 0.1
+    assert server.deployment("brief")["billing"]["billed_seconds"] == (end - start) / 1000 > 0
+
+
 def test_sigkill_and_a_price_change_bill_each_second_once_at_its_price(berth):
     server = berth([{"name": "chat", "model": CHAT_MODEL, "hardware": "micro"}],
                    tiers={"micro": {"price_per_hour": "0.036"}})

@@ -46,6 +46,10 @@ def test_engine_over_its_memory_limit_is_oom_killed(berth):
     crashed = [e for e in server.events("tight") if e["status"] == "crashed"]
     assert crashed and crashed[0]["reason"] == "oom_killed"
     assert crashed[0]["pid"] is not None
+    kills = dep["usage"]["oom_kills"]
+    assert server.stop(signal.SIGTERM) == 0
+    server.start()  # the count is kept, as restarts are
+    assert server.deployment("tight")["usage"]["oom_kills"] >= kills
 
 
 def test_slice_block_and_no_cgroup_left_after_sigterm(berth):

@@ -317,6 +317,22 @@ def test_events_is_a_table(api, capsys):
     assert lines[2].split()[2:] == ["crashed", "7", "exit", "3"]
 
 
+def test_usage_totals_each_currency_and_marks_deleted_deployments(api, capsys):
+    api.routes["GET", "/api/billing"] = (200, {
+        "data": [{"key": "chat", "deployment_id": 1, "deleted": True, "billed_seconds": 10.0,
+                  "cost": "0.0001", "currency": "USD"},
+                 {"key": "chat", "deployment_id": 2, "deleted": False, "billed_seconds": 2.0,
+                  "cost": "0.00002", "currency": "EUR"}],
+        "totals": [{"billed_seconds": 2.0, "cost": "0.00002", "currency": "EUR"},
+                   {"billed_seconds": 10.0, "cost": "0.0001", "currency": "USD"}],
+        "total": {"billed_seconds": 2.0, "cost": "0.00002", "currency": "EUR"}})
+    code, out, _ = run(api, "usage", "--csv", capsys=capsys)
+    assert code == 0
+    assert out.splitlines()[1:] == [
+        "chat (deleted #1),10.000,0.0001,USD", "chat,2.000,0.00002,EUR",
+        "TOTAL,2.000,0.00002,EUR", "TOTAL,10.000,0.0001,USD"]
+
+
 def test_api_errors_are_one_line_exit_1(api, capsys):
     api.routes["POST", "/api/deployments"] = (409, {"error": {
         "message": "deployment 'chat' exists", "type": "conflict_error",

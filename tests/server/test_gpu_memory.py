@@ -122,7 +122,7 @@ async def test_the_meter_records_gpu_memory_of_gpu_tiers(tmp_path) -> None:
         on_gpu = StandIn(ids[0], "on-gpu", Slice(SliceInfo(**info, gpus=[1])))
         on_cpu = StandIn(ids[1], "on-cpu", Slice(SliceInfo(**info, gpus=[])))
         nvml = FakeNvml({0: [(os.getpid(), 111)], 1: [(os.getpid(), 3 * 2**20)]})
-        supervisor = SimpleNamespace(all=lambda: [on_gpu, on_cpu])
+        supervisor = SimpleNamespace(all=lambda: [on_gpu, on_cpu], take_ended=list)
         meter = Meter(config_from_dict({"server": {"state_dir": str(tmp_path)}}), store,
                       supervisor, gpu=GpuMemory(nvml))  # type: ignore[arg-type]
         await meter.tick()

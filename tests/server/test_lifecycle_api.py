@@ -47,6 +47,20 @@ async def test_malformed_bodies_are_400(api, body, param):
     assert resp.status == 400
 
 
+@pytest.mark.parametrize("content_type", ["application/json; charset=foobar",
+                                          "application/json; charset=latin-1", "text/plain"])
+async def test_json_is_read_as_utf8_whatever_charset_the_header_names(api, content_type):
+    body = b'{"name": "caf\xc3\xa9", "model": "%s", "hardware": "micro"}' % CHAT.encode()
+    resp = await api.post("/api/deployments", data=body,
+                          headers={"Content-Type": content_type})
+    assert resp.status == 400  # the name, read as UTF-8, breaks the name rule: not a 500
+    assert_error(await resp.json(), param="name")
+    resp = await api.post("/api/users", data=b'{"name": 1', headers={
+        "Content-Type": "application/json; charset=foobar"})
+    assert resp.status == 400
+    assert_error(await resp.json(), code="invalid_json")
+
+
 async def test_unknown_tier_lists_the_tiers(api):
     resp = await create(api, name="x", hardware="gigantic")
     assert resp.status == 400

@@ -64,13 +64,16 @@ async def test_metrics_per_deployment(make_client, tiny_models):
     resp = await api.post("/v1/embeddings", json={"model": "chat", "input": "x"})
     assert resp.status == 400  # refused before the engine: rejected, still counted
     resp = await api.post("/v1/completions", json={"model": "chat", "prompt": 7})
-    assert resp.status == 400  # a bad body: no endpoint known yet, counted apart
+    assert resp.status == 400  # a bad body for a known endpoint: rejected against it
+    resp = await api.post("/v1/completions", json={"model": 7, "prompt": "x"})
+    assert resp.status == 400  # no endpoint named: counted apart
     resp = await api.post("/v1/completions", json={"model": "nobody", "prompt": "x"})
     assert resp.status == 404  # no such endpoint: counted apart
     m = await scrape(api)
     route = "/v1/completions"
     assert m["berth_requests_total", labels(route=route, outcome="ok")] == 2
     assert m["berth_requests_total", labels(route="/v1/embeddings", outcome="rejected")] == 1
+    assert m["berth_requests_total", labels(route=route, outcome="rejected")] == 1
     assert m["berth_request_duration_seconds_count", labels()] == 2  # rejected left out
     assert m["berth_request_duration_seconds_bucket", labels(le="+Inf")] == 2
     assert m["berth_request_duration_seconds_sum", labels()] > 0

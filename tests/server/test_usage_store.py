@@ -67,12 +67,12 @@ async def test_series_from_seconds_minutes_and_a_range(store):
             (dep, t0 + i): _sample(50.0, 100, requests=1, completion=2, latency=4.0),
             (other, t0 + i): _sample(1.0, 1)})
     by_10 = await store.usage_series(step=10, source_step=1, since_s=t0, until_s=t0 + 60,
-                                     deployment="chat")
+                                     deployment_id=dep)
     assert [r["t"] for r in by_10] == [t0 + 10 * k for k in range(6)]
     assert all((r["samples"], r["requests"], r["completion_tokens"]) == (10, 10, 20)
                for r in by_10)
     by_minute = await store.usage_series(step=60, source_step=60, since_s=t0,
-                                         until_s=t0 + 120, deployment="chat")
+                                         until_s=t0 + 120, deployment_id=dep)
     assert [(r["t"], r["samples"], r["cpu_percent_sum"]) for r in by_minute] == [
         (t0, 60, 3000.0), (t0 + 60, 60, 3000.0)]
     both = await store.usage_series(step=60, source_step=60, since_s=t0, until_s=t0 + 60)
@@ -111,5 +111,5 @@ async def test_gpu_memory_averages_over_the_seconds_that_had_a_reading(store):
     other = await _deployment(store, "cpu-only")
     await store.record_second(ends={}, requests=[], usage={(other, t0): _sample(1.0, 1)})
     (row,) = await store.usage_series(step=60, source_step=60, since_s=t0, until_s=t0 + 60,
-                                      deployment="cpu-only")
+                                      deployment_id=other)
     assert point(row)["gpu_memory_bytes"] is None  # unknown, not zero
