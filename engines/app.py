@@ -169,26 +169,13 @@ async def _parse_body(request: web.Request, route: str) -> BaseModel:
                            code="invalid_json") from exc
     if not isinstance(data, dict):
         raise RequestError(
-            400, f"the request body must be a JSON object, not {_json_type(data)}",
+            400, f"the request body must be a JSON object, not {protocol.json_type(data)}",
             code="invalid_body")
     try:
         return protocol.REQUEST_BODIES[route].model_validate(data)
     except ValidationError as exc:
         message, param = protocol.describe_validation_error(exc)
         raise RequestError(400, message, code="invalid_value", param=param) from exc
-
-
-def _json_type(value: object) -> str:
-    """What JSON calls a parsed value's type ("null", not Python's "NoneType")."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

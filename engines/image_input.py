@@ -180,9 +180,11 @@ def refuse_non_public(ip: IPAddress) -> str | None:
     """Why `ip` may not be fetched from (None: it is a public address)."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    for kind in ("loopback", "private", "link_local", "multicast", "reserved", "unspecified"):
+    # the narrowest name first: 169.254/16 and fe80::/10 are "private" to Python too
+    for kind in ("unspecified", "loopback", "link_local", "private", "multicast", "reserved"):
         if getattr(ip, f"is_{kind}"):
-            return f"a {kind.replace('_', '-')} address"
+            name = kind.replace("_", "-")
+            return f"{'an' if name[0] in 'aeiou' else 'a'} {name} address"
     if not ip.is_global:
         return "not a public address"
     return None

@@ -502,3 +502,16 @@ REQUEST_BODIES: dict[str, type[_Body]] = {
     IMAGES_GENERATIONS: ImageGenerationRequest,
     AUDIO_SPEECH: SpeechRequest,
 }
+
+
+def json_type(value: object) -> str:
+    """What JSON calls a parsed value's type ("null", not Python's "NoneType")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"

@@ -11,13 +11,13 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engines.protocol import describe_validation_error
+from engines.protocol import describe_validation_error, json_type
 from server import catalog, keys, money
 from server.auth import ADMIN_OWNER
-from server.capacity import InsufficientCapacity
+from server.capacity import InsufficientCapacity, NeverFits
 from server.config import NAME_PATTERN, valid_name
 from server.deployment import Deployment
-from server.errors import BadRequest, Conflict, NotFound
+from server.errors import BadRequest, Conflict, NotFound, Unprocessable
 from server.store import NameTaken
 
 NAME_RULE = ("lowercase letters, digits and '-', 1-63 characters, starting and ending with a "
@@ -110,7 +110,7 @@ async def json_body(request: web.Request, model: type[BaseModel]) -> Any:
     except (ValueError, RecursionError) as e:    # charset the header names
         raise BadRequest(f"request body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(data, dict):
-        raise BadRequest(f"request body must be a JSON object, not {type(data).__name__}",
+        raise BadRequest(f"request body must be a JSON object, not {json_type(data)}",
                          code="invalid_body")
     try:
         return model.model_validate(data)
@@ -189,7 +189,10 @@ async def _act(dep: Deployment, action: Any) -> None:
         raise _no_capacity(e) from None
 
 
-def _no_capacity(e: InsufficientCapacity) -> Conflict:
+def _no_capacity(e: InsufficientCapacity) -> Conflict | Unprocessable:
+    if isinstance(e, NeverFits):
+        return Unprocessable(f"this node can never run it: {e}", code="tier_exceeds_node",
+                             param="hardware")
     return Conflict(f"not enough free capacity: {e}", code="insufficient_capacity",
                     param="hardware")
 
@@ -267,9 +270,11 @@ def _int_query(request: web.Request, key: str, default: int, lo: int, hi: int) -
     try:
         value = int(raw)
     except ValueError:
-        raise BadRequest(f"{key} must be an integer, got {raw!r}", param=key) from None
+        raise BadRequest(f"{key} must be an integer, got {raw!r}", param=key,
+                         code="invalid_value") from None
     if not lo <= value <= hi:
-        raise BadRequest(f"{key} must be between {lo} and {hi}", param=key)
+        raise BadRequest(f"{key} must be between {lo} and {hi}", param=key,
+                         code="invalid_value")
     return value
 
 

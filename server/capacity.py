@@ -19,7 +19,11 @@ GiB = 1024**3
 
 
 class InsufficientCapacity(Exception):
-    pass
+    """Not enough is free now; stopping or deleting something may make room."""
+
+
+class NeverFits(InsufficientCapacity):
+    """The tier needs more than the whole node has: no amount of waiting helps."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,13 @@ class Node:
         """Hold `tier`'s share for `name`; InsufficientCapacity says what is free."""
         if name in self.holds:
             return self.holds[name]
+        if tier.cpus > self.cpus or tier.memory_bytes > self.memory_bytes \
+                or tier.gpus > self.gpus:
+            raise NeverFits(
+                f"tier {tier.name} needs {tier.cpus} CPU, {tier.memory_bytes / GiB:g} GiB"
+                f"{f', {tier.gpus} GPU' if tier.gpus else ''}; this whole node has "
+                f"{self.cpus:g} CPU, {self.memory_bytes / GiB:.1f} GiB, {self.gpus} GPU"
+                " (see [node] in config.toml)")
         cpus, memory, gpus = self.free()
         if tier.cpus > cpus or tier.memory_bytes > memory or tier.gpus > gpus:
             raise InsufficientCapacity(

@@ -495,9 +495,9 @@ def check_deployable(model_id: str, tier_name: str, config: Config, *,
             advice = (f"the smallest tier that fits is {smallest}" if smallest else
                       "no tier has that much memory")
             raise Unprocessable(
-                f"{model_id} needs about {memory.gib:.1f} GiB ({memory.parameters / 1e9:.2f}B"
+                f"{model_id} needs about {_size(memory.bytes)} ({_count(memory.parameters)}"
                 f" parameters as {memory.dtype}); tier {tier.name} has "
-                f"{tier.memory_bytes / GiB:g} GiB; {advice}",
+                f"{_size(tier.memory_bytes)}; {advice}",
                 code="insufficient_memory", param="hardware")
     if folder is None:
         where = (f"{empty} has no weight files berth can read" if empty else
@@ -507,3 +507,18 @@ def check_deployable(model_id: str, tier_name: str, config: Config, *,
                             f"`berth pull {model_id} --models-dir {models_dir}`",
                             code="weights_missing", param="model")
     return Resolved(entry, model_id, folder, task, memory)
+
+
+def _size(n: int) -> str:
+    """1.5 GiB, 200 MiB: the unit a person would pick."""
+    if n >= GiB:
+        return f"{n / GiB:.1f}".removesuffix(".0") + " GiB"
+    return f"{n / 2**20:.0f} MiB"
+
+
+def _count(parameters: int) -> str:
+    """8.03B, 125.0M, 1.2K parameters."""
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if parameters >= scale:
+            return f"{parameters / scale:.{2 if unit == 'B' else 1}f}{unit}"
+    return str(parameters)

@@ -22,7 +22,7 @@ class ApiError(Exception):
         self,
         message: str,
         *,
-        code: str | None = None,
+        code: str,  # always: clients branch on it, a null code is a bug
         param: str | None = None,
         status: int | None = None,
         headers: Mapping[str, str] | None = None,
@@ -88,7 +88,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if e.status < 400:
             raise
         code = {404: "not_found", 405: "method_not_allowed",
-                413: "request_too_large"}.get(e.status)
+                413: "request_too_large"}.get(e.status, f"http_{e.status}")
         message = e.text if e.status != 404 else f"no route {request.method} {request.path}"
         if e.status == 413:
             message = "request body too large"

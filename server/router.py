@@ -25,6 +25,7 @@ from engines.protocol import (
     TASK_ROUTES,
     describe_validation_error,
     error_body,
+    json_type,
 )
 from server import keys
 from server.accounting import Record
@@ -88,7 +89,7 @@ async def _inference(request: web.Request, rec: Record) -> web.StreamResponse:
     except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
         raise BadRequest(f"request body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(data, dict):
-        raise BadRequest(f"request body must be a JSON object, not {type(data).__name__}",
+        raise BadRequest(f"request body must be a JSON object, not {json_type(data)}",
                          code="invalid_body")
     named = request.match_info.get("name") or data.get("model")
     dep = _callable(request, named) if isinstance(named, str) else None
@@ -114,7 +115,8 @@ async def _inference(request: web.Request, rec: Record) -> web.StreamResponse:
         dep.enter()
         try:
             return await _proxy(request, dep, route, raw, rec,
-                                stream=bool(getattr(body, "stream", False)))
+                                stream=bool(getattr(body, "stream", False))
+                                or getattr(body, "stream_format", None) == "sse")
         finally:
             dep.leave()
 

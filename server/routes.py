@@ -32,7 +32,7 @@ class Route:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/healthz", admin.healthz, "Server liveness and every deployment's state",
+    Route("GET", "/healthz", admin.healthz, "Server liveness only (open: says nothing else)",
           "server"),
     Route("GET", "/openapi.json", openapi.handler, "This API description", "server"),
     # inference (OpenAI-compatible); `model` is the endpoint name
@@ -87,4 +87,7 @@ ROUTES: tuple[Route, ...] = (
 
 def register(app: web.Application) -> None:
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, route.handler)
+        if route.method == "GET":  # HEAD too, as HTTP says every GET answers it
+            app.router.add_get(route.path, route.handler, allow_head=True)
+        else:
+            app.router.add_route(route.method, route.path, route.handler)

@@ -16,7 +16,9 @@ class NoneDriver:
                          cpus_shared=spec.cores_shared, cpu_quota=float(spec.cpus),
                          memory_limit_bytes=spec.memory_bytes, pids_limit=None,
                          gpus=list(spec.gpus), enforced=False)
-        env = {"OMP_NUM_THREADS": str(spec.cpus)}
+        # no cgroup to read it from: the engine sizes what it decodes at once from this
+        env = {"OMP_NUM_THREADS": str(spec.cpus),
+               "BERTH_MEMORY_LIMIT_BYTES": str(spec.memory_bytes)}
         if spec.cores is not None:
             env["BERTH_CPUS"] = ",".join(map(str, spec.cores))
         if spec.gpus:

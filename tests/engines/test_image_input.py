@@ -197,6 +197,15 @@ def test_only_public_addresses_pass(addr, public) -> None:
     assert (refuse_non_public(ipaddress.ip_address(addr)) is None) is public
 
 
+@pytest.mark.parametrize("addr,why", [
+    ("169.254.169.254", "a link-local address"), ("fe80::1", "a link-local address"),
+    ("10.1.2.3", "a private address"), ("127.0.0.1", "a loopback address"),
+    ("0.0.0.0", "an unspecified address"), ("::ffff:127.0.0.1", "a loopback address"),
+])
+def test_a_refused_address_is_named_by_its_narrowest_kind(addr, why) -> None:
+    assert refuse_non_public(ipaddress.ip_address(addr)) == why
+
+
 @pytest.fixture
 async def image_server(aiohttp_server):
     """A real HTTP server on 127.0.0.1 that serves a PNG, and some bad answers."""

@@ -42,3 +42,15 @@ async def test_second_small_on_a_two_cpu_node_is_409_naming_what_is_free(make_cl
     # deleting `two` frees the node again
     assert (await api.delete("/api/deployments/two")).status == 200
     assert (await api.post("/api/deployments/one/start")).status == 200
+
+
+async def test_a_gpu_tier_on_a_node_without_gpus_is_422_never_fits(make_client, tiny_models):
+    api = await make_client(models_dir=tiny_models.models_dir,
+                            node={"cpus": 2, "memory": "8GiB", "gpus": 0})
+    resp = await api.post("/api/deployments", json={"name": "g", "model": CHAT,
+                                                    "hardware": "a10"})
+    assert resp.status == 422
+    err = (await resp.json())["error"]
+    assert_error({"error": err}, code="tier_exceeds_node", param="hardware")
+    assert "0 GPU" in err["message"]
+    assert (await api.get("/api/deployments/g")).status == 404  # nothing was created

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from server.capacity import InsufficientCapacity, Node
+from server.capacity import InsufficientCapacity, NeverFits, Node
 from server.config import DEFAULT_TIERS, NodeConfig, Tier
 
 MICRO, SMALL = DEFAULT_TIERS["micro"], DEFAULT_TIERS["small"]
@@ -66,3 +66,16 @@ def test_overcommit_scales_cpus_and_memory_and_gpus_are_handed_out_once():
 def test_auto_uses_what_was_detected():
     n = Node.from_config(NodeConfig(), cores=[0, 1, 2], memory_bytes=5 * GiB, gpus=1)
     assert (n.cpus, n.memory_bytes, n.gpus, n.cores) == (3, 5 * GiB, 1, (0, 1, 2))
+
+
+def test_a_tier_larger_than_the_whole_node_never_fits():
+    n = node(cpus=2, memory="8GiB", cores=(0, 1), gpus=0)
+    gpu_tier = Tier("a10", 1, GiB, 1, Decimal("1"))
+    with pytest.raises(NeverFits, match=r"whole node has 2 CPU, 8\.0 GiB, 0 GPU"):
+        n.admit("g", gpu_tier)
+    with pytest.raises(NeverFits):
+        n.admit("big", Tier("huge", 1, 9 * GiB, 0, Decimal("1")))
+    n.admit("a", SMALL)  # full now: a small does not fit *now*, but it could later
+    with pytest.raises(InsufficientCapacity) as e:
+        n.admit("b", SMALL)
+    assert not isinstance(e.value, NeverFits)

@@ -134,6 +134,9 @@ async def test_files_route_serves_fresh_pngs_without_a_token(make_client):
     assert resp.headers["Content-Type"] == "image/png"
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert await resp.read() == PNG_MAGIC + b"not really"
+    resp = await api.head(f"/files/images/{fresh}")  # HEAD answers as GET does, bodiless
+    assert (resp.status, resp.headers["Content-Type"]) == (200, "image/png")
+    assert int(resp.headers["Content-Length"]) == len(PNG_MAGIC + b"not really")
     # expired: 404 even before the sweep, and gone afterwards
     resp = await api.get(f"/files/images/{old}")
     assert resp.status == 404

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 
 import pytest
 
@@ -84,6 +85,20 @@ async def test_too_big_for_the_tier_names_the_smallest_that_fits(api):
     body = await resp.json()
     assert_error(body, code="insufficient_memory")
     assert "a10" in body["error"]["message"] or "large" in body["error"]["message"]
+    assert "8.03B parameters" in body["error"]["message"]
+    assert "tier micro has 2 GiB" in body["error"]["message"]
+
+
+async def test_too_big_for_a_tiny_tier_says_it_in_units_a_person_reads(make_client,
+                                                                       tiny_models):
+    api = await make_client(models_dir=tiny_models.models_dir, tiers={"nano": {
+        "cpus": 1, "memory": "200MiB", "price_per_hour": "0.01"}})
+    resp = await api.post("/api/deployments", json={"name": "x", "model": CHAT,
+                                                    "hardware": "nano"})
+    assert resp.status == 422
+    message = (await resp.json())["error"]["message"]
+    assert re.search(r"needs about \d+ MiB \(\d+(\.\d)?[KM]? parameters as \w+\); "
+                     r"tier nano has 200 MiB", message), message
 
 
 async def test_missing_weights_say_how_to_pull_them(api):

@@ -16,6 +16,7 @@ def assert_error(body: dict, *, code: str | None = None, param: str | None = Non
     err = body["error"]
     assert set(err) == {"message", "type", "code", "param"}
     assert err["message"]
+    assert isinstance(err["code"], str) and err["code"]  # never null: clients branch on it
     if code is not None:
         assert err["code"] == code
     if param is not None:
@@ -24,6 +25,7 @@ def assert_error(body: dict, *, code: str | None = None, param: str | None = Non
 
 @pytest.mark.parametrize(("body", "code"), [
     (b"[]", "invalid_body"),
+    (b"null", "invalid_body"),
     (b"5", "invalid_body"),
     (b'"text"', "invalid_body"),
     (b'{"model": "chat", "messages": [', "invalid_json"),
@@ -35,7 +37,9 @@ async def test_body_not_a_json_object_is_400(make_client, body, code):
     client = await make_client()
     resp = await client.post(CHAT, data=body, headers={"Content-Type": "application/json"})
     assert resp.status == 400
-    assert_error(await resp.json(), code=code)
+    body_json = await resp.json()
+    assert_error(body_json, code=code)
+    assert "NoneType" not in body_json["error"]["message"]  # JSON's words: "null"
 
 
 @pytest.mark.parametrize(("path", "body", "param"), [
@@ -161,7 +165,10 @@ async def test_admin_lists_deployments(make_client):
     assert_error(await resp.json(), code="deployment_not_found")
     resp = await client.get("/api/deployments/ghost/logs?tail=abc")
     assert resp.status == 400
-    assert_error(await resp.json(), param="tail")
+    assert_error(await resp.json(), param="tail", code="invalid_value")
+    resp = await client.get("/api/deployments/ghost/logs?offset=-5")
+    assert resp.status == 400
+    assert_error(await resp.json(), param="offset", code="invalid_value")
 
 
 async def test_a_config_deployment_cannot_be_deleted_by_the_api(make_client):

@@ -96,6 +96,7 @@ async def test_bark_deployed_and_speaking_every_format(make_client, tiny_zoo, tm
                                         "stream_format": "sse"})
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/event-stream")
+    assert resp.headers["Cache-Control"] == "no-cache"  # streamed, never cached
     blocks = (await resp.read()).decode().strip().split("\n\n")
     events = [json.loads(b.removeprefix("data: ")) for b in blocks if b.startswith("data: ")]
     assert [e["type"] for e in events][-1] == "speech.audio.done"
