@@ -61,6 +61,7 @@ class ServerConfig:
     fetch_image_urls: bool = False  # engines may fetch http(s) image_url parts (public hosts)
     fetch_max_bytes: int = 20 * 1024 * 1024  # an image fetched by URL may be this big
     fetch_timeout_s: float = 10.0  # and may take this long to arrive
+    embedding_max_tokens: int = 300_000  # tokens of all inputs of one embeddings request
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ _CHECKS: dict[type, dict[str, Check]] = {
         "host": _text, "port": _int(0, 65535), "state_dir": _path, "models_dir": _path,
         "max_body_bytes": _int(1024), "engine_connections": _int(1),
         "files_ttl_s": _int(1), "fetch_image_urls": _bool, "fetch_max_bytes": _int(1024),
-        "fetch_timeout_s": _number(0, above=True),
+        "fetch_timeout_s": _number(0, above=True), "embedding_max_tokens": _int(1),
     },
     NodeConfig: {
         "cpus": _auto_or(_int(1)), "memory": _auto_or(_size, keep=True),

@@ -302,6 +302,7 @@ class Supervisor:
             trust_remote_code=dep.trust_remote_code,
             files_dir=str(self.config.server.state_dir / "files"),
             fetch_urls=server.fetch_image_urls, fetch_max_bytes=server.fetch_max_bytes,
+            embedding_max_tokens=server.embedding_max_tokens,
             fetch_timeout_s=server.fetch_timeout_s)
         dep.socket_path.unlink(missing_ok=True)
         try:
