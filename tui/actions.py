@@ -45,3 +45,18 @@ def confirm_delete(screen: PollingScreen, dep: Deployment,
             run_action(screen, dep.name, "delete", then)
 
     screen.app.push_screen(ConfirmDelete(dep), answered)
+
+
+def stop_or_start(screen: PollingScreen, dep: Deployment) -> None:
+    """`s`: a stopped (or failed) deployment starts at once; any other is stopped only
+    once the person says yes to a dialog naming it (its endpoint stops answering)."""
+    if dep.startable:
+        run_action(screen, dep.name, "start")
+        return
+    from tui.screens.confirm import ConfirmStop
+
+    def answered(yes: bool | None) -> None:
+        if yes:
+            run_action(screen, dep.name, "stop")
+
+    screen.app.push_screen(ConfirmStop(dep), answered)

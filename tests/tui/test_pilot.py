@@ -9,7 +9,7 @@ from tests.helpers import ADMIN_TOKEN
 from tests.tui.conftest import CHAT_MODEL
 from tests.tui.pilot_helpers import names, select, status_of, until
 from tui.app import BerthApp
-from tui.screens.confirm import ConfirmDelete
+from tui.screens.confirm import ConfirmDelete, ConfirmStop
 from tui.screens.deployments import DeploymentsScreen
 from tui.screens.new_deployment import NewDeploymentScreen
 
@@ -152,7 +152,15 @@ async def test_stop_and_start_change_the_status(live) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: status_of(pilot, "chat") == "ready", 30, "chat ready")
         select(pilot, "chat")
+        await pilot.press("s")  # a running one: asks first, naming it
+        await until(pilot, lambda: isinstance(app.screen, ConfirmStop))
+        assert "chat" in str(app.screen.query_one("#question", Static).visual)
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, DeploymentsScreen))
+        assert live.deployment("chat")["status"] == "ready"
         await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmStop))
+        await pilot.press("y")
         await until(pilot, lambda: status_of(pilot, "chat") == "stopped", 60, "stopped")
         assert live.deployment("chat")["status"] == "stopped"
         select(pilot, "chat")

@@ -1,4 +1,4 @@
-"""Delete? A modal that names the deployment; Cancel has the focus."""
+"""Delete? Stop? A modal that names the deployment; Cancel has the focus."""
 
 from __future__ import annotations
 
@@ -14,25 +14,32 @@ from tui import format as fmt
 from tui.api import Deployment
 
 
-class ConfirmDelete(ModalScreen[bool]):
+class Confirm(ModalScreen[bool]):
+    """Asks before an action that is costly to undo; `y` or the named button says yes."""
+
+    DEFAULT_CLASSES = "confirm"
     BINDINGS = [
-        Binding("y", "answer(True)", "Delete"),
+        Binding("y", "answer(True)", "Yes"),
         Binding("n,escape", "answer(False)", "Cancel"),
     ]
+    VERB = "?"  # "Delete", "Stop"
 
     def __init__(self, dep: Deployment) -> None:
         super().__init__()
         self.dep = dep
 
+    def details(self) -> str:
+        raise NotImplementedError
+
     def compose(self) -> ComposeResult:
         d = self.dep
         with Vertical(id="dialog"):
-            yield Static(Text(f"Delete deployment {d.name}?", style="bold"), id="question")
-            yield Static(Text(
-                f"{d.model or fmt.DASH} on {d.hardware or fmt.DASH}, {d.status}. Its engine "
-                "stops and the name is freed; its billing history is kept."), id="details")
+            yield Static(Text(f"{self.VERB} deployment {d.name}?", style="bold"),
+                         id="question")
+            yield Static(Text(f"{d.model or fmt.DASH} on {d.hardware or fmt.DASH}, "
+                              f"{d.status}. {self.details()}"), id="details")
             with Horizontal(id="buttons"):
-                yield Button(Content(f"Delete {d.name}"), variant="error", id="yes")
+                yield Button(Content(f"{self.VERB} {d.name}"), variant="error", id="yes")
                 yield Button("Cancel", variant="primary", id="no")
 
     def on_mount(self) -> None:
@@ -43,3 +50,20 @@ class ConfirmDelete(ModalScreen[bool]):
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
+
+
+class ConfirmDelete(Confirm):
+    BINDINGS = [Binding("y", "answer(True)", "Delete")]
+    VERB = "Delete"
+
+    def details(self) -> str:
+        return "Its engine stops and the name is freed; its billing history is kept."
+
+
+class ConfirmStop(Confirm):
+    BINDINGS = [Binding("y", "answer(True)", "Stop")]
+    VERB = "Stop"
+
+    def details(self) -> str:
+        return ("Its engine stops and its endpoint stops answering until it is started "
+                "again (s).")

@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from tui import format as fmt
-from tui.actions import confirm_delete, run_action
+from tui.actions import confirm_delete, run_action, stop_or_start
 from tui.api import Billing, Deployment, Hardware, Usage
 from tui.client import gather
 from tui.polling import PollingScreen
@@ -169,7 +169,7 @@ class DeploymentsScreen(PollingScreen):
 
     def action_stop_start(self) -> None:
         if (dep := self._selected()) is not None:
-            run_action(self, dep.name, "start" if dep.startable else "stop")
+            stop_or_start(self, dep)
 
     def action_restart(self) -> None:
         if (dep := self._selected()) is not None:

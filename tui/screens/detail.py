@@ -13,7 +13,7 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.widgets import Log, Static
 
 from tui import format as fmt
-from tui.actions import confirm_delete, run_action
+from tui.actions import confirm_delete, run_action, stop_or_start
 from tui.api import Deployment, Event, LogChunk, Usage
 from tui.client import gather
 from tui.polling import PollingScreen
@@ -176,7 +176,7 @@ class DetailScreen(PollingScreen):
 
     def action_stop_start(self) -> None:
         if self.dep is not None:
-            run_action(self, self.dep.name, "start" if self.dep.startable else "stop")
+            stop_or_start(self, self.dep)
 
     def action_restart(self) -> None:
         run_action(self, self.dep_name, "restart")

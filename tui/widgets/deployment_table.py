@@ -59,8 +59,7 @@ class DeploymentTable(DataTable[Text]):
         self._relayout()
 
     def on_resize(self, event: events.Resize) -> None:
-        if self._relayout():
-            self._restore_cursor(self.selected_name, self.cursor_row)
+        self._relayout()
 
     @property
     def selected_name(self) -> str | None:
@@ -80,7 +79,7 @@ class DeploymentTable(DataTable[Text]):
         that took its place (or the last row)."""
         selected, index = self.selected_name, self.cursor_row
         self.cells = {name: list(cells) for name, cells in rows}
-        if not self._relayout():  # same columns and widths: change cells in place
+        if not self._relayout(selected, index):  # same columns and widths: change cells in place
             widths = dict(self.layout_shown)
             for key in [k for k in self.rows if k.value not in self.cells]:
                 self.remove_row(key)
@@ -114,9 +113,13 @@ class DeploymentTable(DataTable[Text]):
                 widths[key] = max(widths[key], cell.cell_len)
         return widths
 
-    def _relayout(self) -> bool:
+    def _relayout(self, selected: str | None = None, index: int | None = None) -> bool:
         """Rebuild the columns (and so the rows) when the columns that fit, or their
-        widths, changed; True if it did."""
+        widths, changed; True if it did. A rebuild (a resize, a column refit) leaves the
+        cursor on the deployment it was on (`selected`, by default the one under the
+        cursor now), never on the first row: `s`, `r` and `d` act on the cursor's row."""
+        if index is None:
+            selected, index = self.selected_name, self.cursor_row
         available = self.size.width - self.styles.scrollbar_size_vertical
         widths = self._natural_widths()
         layout = (fit_columns(widths, available, self.cell_padding) if available > 0
@@ -132,6 +135,7 @@ class DeploymentTable(DataTable[Text]):
         shown = dict(layout)
         for name, cells in self.cells.items():
             self.add_row(*self._shown_cells(cells, shown), key=name)
+        self._restore_cursor(selected, index)
         return True
 
     @staticmethod
