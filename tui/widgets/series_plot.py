@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from textual.app import RenderResult
 from textual.color import Color, ColorParseError
 from textual_plotext import PlotextPlot
 
@@ -31,6 +32,34 @@ def segments(points: Sequence[Point], max_gap_s: float) -> list[Segment]:
     return runs
 
 
+# Lines of a plot that are not its canvas: title, top border, bottom axis, x tick
+# labels, x label (measured on plotext 5.3.2: a plot `h` high has `h - 5` canvas rows).
+FRAME_ROWS = 5
+TICK_INTERVALS = (4, 3, 5, 2, 6, 7)  # preferred: each divides the rows evenly
+
+
+def y_ticks(top: float, rows: int) -> list[float]:
+    """Values for y-axis labels on a plot from 0 to `top` drawn on `rows` canvas rows,
+    each the exact value of the row it lands on (plotext puts the row r at
+    `top * r / (rows - 1)`), so a label always names its row. Evenly spaced where the
+    rows allow (0, 19.375, 38.75, 58.125, 77.5 on 5 or 9 rows); otherwise on the rows
+    nearest to quarters, each still labelled with its own row's value."""
+    if rows < 2 or top <= 0:
+        return [0.0]
+    last = rows - 1
+    intervals = next((n for n in TICK_INTERVALS if last % n == 0), None)
+    if intervals is not None:
+        marks = [last * i // intervals for i in range(intervals + 1)]
+    else:
+        marks = sorted({round(last * i / 4) for i in range(5)})
+    return [top * r / last for r in marks]
+
+
+def tick_label(value: float, top: float) -> str:
+    places = 2 if top < 10 else 1 if top < 100 else 0
+    return f"{value:.{places}f}"
+
+
 class SeriesPlot(PlotextPlot):
     """x: seconds before now (negative), y: the value; absent points are gaps in time."""
 
@@ -40,6 +69,7 @@ class SeriesPlot(PlotextPlot):
         self.window_s = window_s
         self.floor = floor  # the y axis goes at least this high: a flat 0 stays at the bottom
         self.segments: list[Segment] = []
+        self.top = floor
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -73,10 +103,17 @@ class SeriesPlot(PlotextPlot):
         plt.clear_figure()
         plt.title(self.title if self.segments else f"{self.title} (no samples yet)")
         plt.xlim(-self.window_s, 0)
-        top = max([y for _, y in self.points] + [self.floor])
-        plt.ylim(0, top * 1.15)
+        self.top = max([y for _, y in self.points] + [self.floor]) * 1.15
+        plt.ylim(0, self.top)
         plt.xlabel("seconds ago")
         color = self._color() if self.is_mounted else "blue+"
         for run in self.segments:
             plt.plot([x for x, _ in run], [y for _, y in run], marker="braille", color=color)
         self.refresh()
+
+    def render(self) -> RenderResult:
+        """The y labels depend on how many rows the plot has now (plotext's own drop
+        some when rows are few, and the rest then name the wrong rows)."""
+        values = y_ticks(self.top, self.size.height - FRAME_ROWS)
+        self.plt.yticks(values, [tick_label(v, self.top) for v in values])
+        return super().render()
