@@ -209,11 +209,24 @@ class BillingRow:
     billed_seconds: float | None
     cost: Decimal | None
     currency: str | None
+    # grouped by deployment: which one (a name deleted and created again is two)
+    deployment_id: int | None = None
+    deleted: bool = False
 
     @classmethod
     def from_json(cls, r: Reader) -> BillingRow:
         return cls(key=r.text("key") or "?", billed_seconds=r.number("billed_seconds"),
-                   cost=r.money("cost"), currency=r.text("currency"))
+                   cost=r.money("cost"), currency=r.text("currency"),
+                   deployment_id=r.integer("deployment_id"), deleted=r.flag("deleted"))
+
+    @property
+    def label(self) -> str:
+        """The key, and for a deleted deployment that it is one (`quick (deleted #3)`,
+        as the CLI says): its name may belong to a newer deployment now."""
+        if not self.deleted:
+            return self.key
+        number = f" #{self.deployment_id}" if self.deployment_id is not None else ""
+        return f"{self.key} (deleted{number})"
 
 
 @dataclass(frozen=True)

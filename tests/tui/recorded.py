@@ -114,20 +114,35 @@ MODELS = [
 ]
 
 
-def billing(rows: list[tuple[str, float, str]], total_cost: str) -> dict[str, Any]:
-    return {"data": [{"key": k, "billed_seconds": s, "cost": c, "currency": "USD"}
-                     for k, s, c in rows],
-            "total": {"billed_seconds": sum(s for _, s, _ in rows), "cost": total_cost,
-                      "currency": "USD"},
-            "group_by": "deployment", "since_ms": 0, "until_ms": int(NOW * 1000)}
+def billing(rows: list[tuple[str, float, str]], total_cost: str,
+            ids: dict[str, tuple[int, bool]] | None = None) -> dict[str, Any]:
+    """A /api/billing answer; `ids`: per key, its deployment id and whether deleted (rows
+    grouped by deployment carry them; keys like `old#2` name one generation of `old`)."""
+    data = []
+    for k, s, c in rows:
+        row: dict[str, Any] = {"key": k.split("#")[0], "billed_seconds": s, "cost": c,
+                               "currency": "USD"}
+        if ids is not None:
+            row["deployment_id"], row["deleted"] = ids[k]
+        data.append(row)
+    total = {"billed_seconds": sum(s for _, s, _ in rows), "cost": total_cost,
+             "currency": "USD"}
+    return {"data": data, "totals": [total], "total": total,
+            "group_by": "deployment" if ids is not None else "owner", "since_ms": 0,
+            "until_ms": int(NOW * 1000)}
 
 
+# `old` was deleted and created again today; `quick` was deleted: their rows are marked
 BILLING = {
     "deployment": billing([("big-one", 95.25, "0.003492500"), ("chat", 3730.5, "0.034196250"),
-                           ("embed", 12.0, "0.000220000"), ("old", 600.0, "0.005500000")],
-                          "0.043408750"),
-    "owner": billing([("admin", 3825.75, "0.037688750"), ("alice", 612.0, "0.005720000")],
-                     "0.043408750"),
+                           ("embed", 12.0, "0.000220000"), ("old#2", 300.0, "0.002750000"),
+                           ("old", 600.0, "0.005500000"), ("quick", 120.0, "0.001100000")],
+                          "0.047258750",
+                          ids={"chat": (1, False), "old#2": (2, True), "quick": (3, True),
+                               "embed": (5, False), "big-one": (6, False),
+                               "old": (7, False)}),
+    "owner": billing([("admin", 3945.75, "0.038788750"), ("alice", 912.0, "0.008470000")],
+                     "0.047258750"),
 }
 
 

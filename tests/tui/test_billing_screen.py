@@ -44,8 +44,10 @@ async def test_today_month_and_a_range(recorded) -> None:
                    for q in billing_queries(recorded, mark))
         by_dep = screen.query_one("#by-deployment")
         assert [r[0].plain for r in (by_dep.get_row_at(i) for i in range(by_dep.row_count))] \
-            == ["big-one", "chat", "embed", "old", "TOTAL"]
-        assert by_dep.get_row_at(4)[2].plain == "0.04340875 USD"  # exact: the rows' sum
+            == ["big-one", "chat", "embed", "old (deleted #2)", "old", "quick (deleted #3)",
+                "TOTAL"]
+        assert by_dep.get_row_at(6)[2].plain == "0.04725875 USD"  # exact: the rows' sum
+        assert "h:mm:ss.mmm" in by_dep.columns["billed"].label.plain
 
         await pilot.press("m")
         await until(pilot, lambda: "this month" in label(screen), 20, "this month")
@@ -100,6 +102,22 @@ def test_each_total_is_the_sum_of_the_rows_shown() -> None:
                              ("b", "0:00:30.600", "0.00005 USD"),
                              ("c", "0:00:30.600", "0.00005 USD"),
                              ("TOTAL", "0:01:31.800", "0.00015 USD")]
+
+
+def test_deleted_deployments_are_marked() -> None:
+    """A name deleted and created again is two rows with the same key: the deleted one
+    says so (and which one it was), like the CLI; rows without the fields read as live."""
+    report = Billing.from_json({"data": [
+        {"key": "quick", "billed_seconds": 60, "cost": "0.5", "currency": "USD",
+         "deployment_id": 3, "deleted": True},
+        {"key": "quick", "billed_seconds": 30, "cost": "0.25", "currency": "USD",
+         "deployment_id": 9, "deleted": False},
+        {"key": "gone", "billed_seconds": 1, "cost": "0", "currency": "USD",
+         "deleted": True},
+        {"key": "older-server", "billed_seconds": 1, "cost": "0", "currency": "USD"}]})
+    assert [k for k, _, _ in shown(report)] == [
+        "quick (deleted #3)", "quick", "gone (deleted)", "older-server", "TOTAL"]
+    assert shown(Billing.from_json(BILLING["deployment"]))[3][0] == "old (deleted #2)"
 
 
 MIXED = [{"key": "a", "billed_seconds": 10, "cost": "1.25", "currency": "USD"},

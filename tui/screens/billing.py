@@ -53,7 +53,7 @@ def billing_rows(report: Billing) -> list[list[Text]]:
 
 def _cells(row: BillingRow, places: int, bold: bool = False) -> list[Text]:
     style = "bold" if bold else ""
-    return [Text(row.key, style=style),
+    return [Text(row.label, style=style),
             Text(fmt.billed(row.billed_seconds), style=style, justify="right"),
             Text(fmt.money(row.cost, row.currency, places), style=style, justify="right")]
 
@@ -108,7 +108,7 @@ class BillingScreen(PollingScreen):
         for table_id, key in (("#by-deployment", "DEPLOYMENT"), ("#by-owner", "OWNER")):
             table = self.query_one(table_id, DataTable)
             table.add_column(key, key="key")
-            table.add_column(Text("BILLED h:mm:ss", justify="right"), key="billed")
+            table.add_column(Text("BILLED h:mm:ss.mmm", justify="right"), key="billed")
             table.add_column(Text("COST", justify="right"), key="cost")
         self.query_one("#by-deployment", DataTable).focus()
 
