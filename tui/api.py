@@ -52,6 +52,17 @@ class Reader:
             return None
         return amount if amount.is_finite() else None
 
+    def money_by_key(self, key: str) -> dict[str, Decimal]:
+        """An object of decimal strings (`{"USD": "0.0007", "EUR": "0"}`); entries that
+        are not money are left out."""
+        inner = self.obj(key)
+        out = {}
+        for name in inner.data:
+            amount = inner.money(name)
+            if isinstance(name, str) and amount is not None:
+                out[name] = amount
+        return out
+
     def time(self, key: str) -> datetime | None:
         """An ISO 8601 time ("2026-12-03T10:00:00.000Z"), as an aware datetime."""
         value = self.text(key)
@@ -97,6 +108,8 @@ class Deployment:
     rate_per_hour: Decimal | None
     deleting: bool
     raw: dict[str, Any] = field(repr=False, compare=False)
+    # every currency it was billed in (after a currency change, more than one)
+    costs: dict[str, Decimal] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: Any) -> Deployment | None:
@@ -116,7 +129,21 @@ class Deployment:
             memory_limit_bytes=usage.integer("memory_limit_bytes"),
             billed_seconds=billing.number("billed_seconds"), cost=billing.money("cost"),
             currency=billing.text("currency"), rate_per_hour=billing.money("rate_per_hour"),
-            deleting=r.flag("deleting"), raw=r.data)
+            deleting=r.flag("deleting"), raw=r.data, costs=billing.money_by_key("costs"))
+
+    @property
+    def all_costs(self) -> list[tuple[Decimal, str | None]]:
+        """(amount, currency) for each currency billed: `cost` in the configured one
+        first (even at 0), then any other with a non-zero amount; never added up. Just
+        `cost` where the server sends no `costs`."""
+        out: list[tuple[Decimal, str | None]] = []
+        if self.cost is not None:
+            out.append((self.cost, self.currency))
+        elif self.currency in self.costs:
+            out.append((self.costs[self.currency], self.currency))
+        out += [(amount, currency) for currency, amount in sorted(self.costs.items())
+                if currency != self.currency and amount != 0]
+        return out
 
     @property
     def startable(self) -> bool:

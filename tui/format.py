@@ -47,6 +47,12 @@ def money(amount: Decimal | None, currency: str | None = None, places: int = 4) 
     return f"{text} {currency}" if currency else text
 
 
+def moneys(amounts: Iterable[tuple[Decimal, str | None]], places: int = 4) -> str:
+    """Amounts in several currencies, side by side (never summed): `0.0007 USD + 0.0001
+    EUR`; a dash for none."""
+    return " + ".join(money(amount, currency, places) for amount, currency in amounts) or DASH
+
+
 def per_hour(rate: Decimal | None) -> str:
     return DASH if rate is None else f"{money(rate, None, 3)}/h"
 

@@ -33,8 +33,8 @@ def iso(t: float) -> str:
 def deployment(name: str, model: str, hardware: str, status: str, *, reason: str | None,
                pid: int | None, ready_s: float | None, cpu: float | None,
                memory: int | None, limit: int, billed_s: float, cost: str, rate: str,
-               owner: str = "admin", restarts: int = 0,
-               retry_s: float | None = None) -> dict[str, Any]:
+               owner: str = "admin", restarts: int = 0, retry_s: float | None = None,
+               other_costs: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "name": name, "model": model, "hardware": hardware, "owner": owner, "source": "api",
         "task": "text", "status": status, "reason": reason, "deleting": False, "pid": pid,
@@ -47,7 +47,7 @@ def deployment(name: str, model: str, hardware: str, status: str, *, reason: str
                   "cpus_shared": False, "cpu_quota": 1.0, "memory_limit_bytes": limit,
                   "pids_limit": 4096, "gpus": [], "enforced": True},
         "billing": {"billed_seconds": billed_s, "cost": cost, "currency": "USD",
-                    "rate_per_hour": rate},
+                    "costs": {"USD": cost, **(other_costs or {})}, "rate_per_hour": rate},
         "usage": {"cpu_percent": cpu, "cpu_seconds": 12.5 if cpu is not None else None,
                   "memory_bytes": memory, "memory_peak_bytes": memory,
                   "memory_limit_bytes": limit, "oom_kills": 1 if reason == "oom_killed" else 0,
@@ -69,8 +69,8 @@ DEPLOYMENTS = [
     deployment("old", "berth-demo/tiny-random-gpt2-base", "micro", "stopped",
                reason="stopped by request", pid=None, ready_s=None, cpu=None, memory=None,
                limit=2 * GiB, billed_s=600.0, cost="0.005500000", rate="0.033",
-               owner="alice"),
-]
+               owner="alice", other_costs={"EUR": "0.001200000"}),
+]  # `old` was billed in EUR too, on a day before the currency changed to USD
 
 
 def tier(name: str, cpus: int, memory_gib: int, gpus: int, price: str,

@@ -115,7 +115,7 @@ class DeploymentsScreen(PollingScreen):
             Text(fmt.percent(d.cpu_percent), justify="right"),
             Text(fmt.used_of(d.memory_bytes, d.memory_limit_bytes), justify="right"),
             Text(fmt.rate(rps if rps is not None or d.pid is None else 0.0), justify="right"),
-            Text(fmt.money(d.cost, d.currency), justify="right"),
+            Text(fmt.moneys(d.all_costs), justify="right"),
             Text(fmt.per_hour(d.rate_per_hour), justify="right"),
         ])
 
@@ -128,9 +128,12 @@ class DeploymentsScreen(PollingScreen):
         ]
         if cap.gpus:
             parts.append(f"GPU {used.gpus} of {cap.gpus} held, {free.gpus} free")
+        # /api/billing counts every deployment billed today, deleted ones too: so it may
+        # be more than the COST column's rows add up to, and it says so
         totals = data.today.total_by_currency()
-        parts.append("today (UTC) " + (" + ".join(fmt.money(t.cost, t.currency) for t in totals)
-                                       or fmt.money(Decimal(0))))
+        parts.append("today (UTC), all deployments incl. deleted: "
+                     + (" + ".join(fmt.money(t.cost, t.currency) for t in totals)
+                        or fmt.money(Decimal(0))))
         ready = sum(d.status == "ready" for d in data.deployments)
         parts.append(f"{ready}/{len(data.deployments)} ready")
         return Text("node: " + " · ".join(parts))

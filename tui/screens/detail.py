@@ -130,7 +130,7 @@ class DetailScreen(PollingScreen):
         self._plots(data)
         self.query_one("#billing", Static).update(Text(
             f"billed {fmt.billed(dep.billed_seconds)} · cost "
-            f"{fmt.money(dep.cost, dep.currency, 6)} · rate {fmt.per_hour(dep.rate_per_hour)}"))
+            f"{fmt.moneys(dep.all_costs, 6)} · rate {fmt.per_hour(dep.rate_per_hour)}"))
         self.query_one("#events", Static).update(self._events(data.events))
         self._log(data)
 
