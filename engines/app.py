@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import logging
 import os
 import uuid
@@ -160,7 +159,7 @@ async def _inference(request: web.Request) -> web.StreamResponse:
 async def _parse_body(request: web.Request, route: str) -> BaseModel:
     raw = await request.read()
     try:
-        data = json.loads(raw)
+        data = protocol.parse_json(raw)
     except RecursionError as exc:
         raise RequestError(400, "the request body is not valid JSON: nested too deeply",
                            code="invalid_json") from exc

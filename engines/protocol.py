@@ -515,3 +515,13 @@ def json_type(value: object) -> str:
     if isinstance(value, str):
         return "a string"
     return "an array" if isinstance(value, list) else "an object"
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """A request body as JSON (RFC 8259): UTF-8, and no NaN or Infinity, which Python's
+    parser would take but no JSON encoder writes (a temperature of NaN is bad input)."""
+    return json.loads(raw, parse_constant=_no_constant)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from datetime import UTC, datetime
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engines.protocol import describe_validation_error, json_type
+from engines.protocol import describe_validation_error, json_type, parse_json
 from server import catalog, keys, money
 from server.auth import ADMIN_OWNER
 from server.capacity import InsufficientCapacity, NeverFits
@@ -82,8 +81,9 @@ def _billing(dep: Deployment, billed: list[tuple[int, int, str]]) -> dict[str, A
     this deployment was ever billed in (after a currency change there are two)."""
     costs = money.costs_by_currency(billed)
     return {"billed_seconds": sum(ms for ms, _, _ in billed) / 1000,
-            "cost": str(costs.get(dep.currency, money.cost(0))), "currency": dep.currency,
-            "costs": {currency: str(amount) for currency, amount in costs.items()},
+            "cost": money.text(costs.get(dep.currency, money.cost(0))),
+            "currency": dep.currency,
+            "costs": {currency: money.text(amount) for currency, amount in costs.items()},
             "rate_per_hour": str(dep.tier.price_per_hour)}
 
 
@@ -106,7 +106,7 @@ def _not_found(name: str) -> NotFound:
 
 async def json_body(request: web.Request, model: type[BaseModel]) -> Any:
     try:
-        data = json.loads(await request.read())  # JSON is UTF-8 (RFC 8259), whatever
+        data = parse_json(await request.read())  # JSON is UTF-8 (RFC 8259), whatever
     except (ValueError, RecursionError) as e:    # charset the header names
         raise BadRequest(f"request body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(data, dict):

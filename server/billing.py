@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -20,20 +20,30 @@ GROUPS = ("deployment", "owner", "day")
 MAX_TIME_S = 253_402_300_799  # 9999-12-31T23:59:59Z: the last second ISO 8601 can write
 
 
+_UNIX = re.compile(r"[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?", re.ASCII)
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+
+
 def query_time(request: web.Request, key: str, default: float) -> int:
-    """A query time as ms: ISO 8601 (2026-12-03T10:00:00Z) or unix seconds, from 1970
-    to the year 9999."""
+    """A query time as ms: ISO 8601 (2026-12-03T10:00:00Z) or unix seconds (ASCII digits),
+    from 1970 to the year 9999. A bare date is UTC; as `until` it means the end of that
+    day, so since=D&until=D is the whole day D."""
     raw = request.query.get(key)
     if raw is None:
         return int(default * 1000)
-    try:
+    if _UNIX.fullmatch(raw):
         seconds = float(raw)
-    except ValueError:
+    else:
         try:
+            if not raw.isascii():
+                raise ValueError(raw)
             parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError:
+            if key == "until" and _DATE.fullmatch(raw):
+                parsed += timedelta(days=1)
+        except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
             raise BadRequest(f"{key}: expected ISO 8601 (2026-12-03T10:00:00Z) or unix "
-                             f"seconds, got {raw!r}", code="invalid_value", param=key) from None
+                             f"seconds, from 1970 to 9999; got {raw!r}", code="invalid_value",
+                             param=key) from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
         seconds = parsed.timestamp()
@@ -41,6 +51,12 @@ def query_time(request: web.Request, key: str, default: float) -> int:
         raise BadRequest(f"{key}: {raw!r} is out of range: a time from 1970 to 9999 "
                          f"(unix seconds 0..{MAX_TIME_S})", code="invalid_value", param=key)
     return int(seconds * 1000)
+
+
+def until_before_since(request: web.Request) -> str:
+    if "until" in request.query:
+        return "until is before since"
+    return "since is in the future (until defaults to now)"
 
 
 def _pieces(row: dict[str, Any], group_by: str) -> list[tuple[Any, int]]:
@@ -60,10 +76,16 @@ def _pieces(row: dict[str, Any], group_by: str) -> list[tuple[Any, int]]:
     return out
 
 
-def _total(currency: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """The sum of the shown parts in one currency: a table adds up to the last digit."""
-    return {"billed_seconds": sum(p["ms"] for p in parts) / 1000,
-            "cost": str(sum((p["cost"] for p in parts), Decimal(0))), "currency": currency}
+def _apportioned(parts: list[dict[str, Any]], currency: str) -> dict[str, Any]:
+    """One currency's total, rounded once from the exact sum (so it is the same whichever
+    way the rows are grouped), and its rows' costs apportioned to add up to it."""
+    mine = [p for p in parts if p["currency"] == currency]
+    for part, amount in zip(mine, money.apportion([p["numerator"] for p in mine]),
+                            strict=True):
+        part["cost"] = amount
+    return {"billed_seconds": sum(p["ms"] for p in mine) / 1000,
+            "cost": money.text(money.cost(sum(p["numerator"] for p in mine))),
+            "currency": currency}
 
 
 async def billing(request: web.Request) -> web.Response:
@@ -74,7 +96,7 @@ async def billing(request: web.Request) -> web.Response:
     since = query_time(request, "since", 0)
     until = query_time(request, "until", time.time())
     if until < since:
-        raise BadRequest("until is before since", param="until", code="invalid_value")
+        raise BadRequest(until_before_since(request), param="until", code="invalid_value")
     rows = await request.app[keys.STORE].billing_rows(since_ms=since, until_ms=until)
     ms: dict[tuple[Any, str], int] = defaultdict(int)
     numerator: dict[tuple[Any, str], int] = defaultdict(int)
@@ -87,17 +109,17 @@ async def billing(request: web.Request) -> web.Response:
                                        "deployment_id": row["deployment_id"],
                                        "deleted": bool(row["deleted"])}
     parts = [{"group": key, "currency": cur, "ms": ms[key, cur],
-              "cost": money.cost(numerator[key, cur])}
+              "numerator": numerator[key, cur]}
              for key, cur in sorted(ms, key=lambda k: (str(k[0]), k[1]))]
     if group_by == "deployment":
         parts.sort(key=lambda p: (about[p["group"]]["key"], p["group"], p["currency"]))
-    data = [{**(about[p["group"]] if group_by == "deployment" else {"key": p["group"]}),
-             "billed_seconds": p["ms"] / 1000, "cost": str(p["cost"]),
-             "currency": p["currency"]} for p in parts]
     current = request.app[keys.CONFIG].currency
     # never added across currencies: one total per currency, the configured one first
     currencies = sorted({p["currency"] for p in parts} | {current},
                         key=lambda c: (c != current, c))
-    totals = [_total(c, [p for p in parts if p["currency"] == c]) for c in currencies]
+    totals = [_apportioned(parts, c) for c in currencies]
+    data = [{**(about[p["group"]] if group_by == "deployment" else {"key": p["group"]}),
+             "billed_seconds": p["ms"] / 1000, "cost": money.text(p["cost"]),
+             "currency": p["currency"]} for p in parts]
     return web.json_response({"data": data, "totals": totals, "total": totals[0],
                               "group_by": group_by, "since_ms": since, "until_ms": until})

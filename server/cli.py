@@ -228,9 +228,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"berth: {e}", file=sys.stderr)
         return 2
     # Imported here so `berth --help` stays fast.
-    from aiohttp import web
-
     from server.app import create_app
+    from server.http_serve import serve
     from server.statelock import StateDirBusy
 
     host = args.host or config.server.host
@@ -244,11 +243,10 @@ def _serve(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     app = create_app(config)
     try:
-        web.run_app(app, sock=sock, handler_cancellation=True, shutdown_timeout=10,
-                    loop=_new_loop(),
-                    access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
-                    print=lambda *_: log.info("berth serving on http://%s:%d (state in %s)",
-                                              host, port, config.server.state_dir))
+        serve(app, sock, loop=_new_loop(), handler_cancellation=True, shutdown_timeout=10,
+              access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
+              on_ready=lambda: log.info("berth serving on http://%s:%d (state in %s)",
+                                        host, port, config.server.state_dir))
     except (StateDirBusy, ConfigError) as e:
         print(f"berth: {e}", file=sys.stderr)
         return 2

@@ -1,8 +1,10 @@
 """Exact money: prices as integer micro-units per hour, costs as Decimal strings.
 
 A cost is computed from an integer numerator (milliseconds x micro-units per hour), so
-nothing is lost on the way; it is rounded once, to 1e-9 of the currency, when shown.
-Totals are the sums of the shown parts, so a table always adds up.
+nothing is lost on the way; it is rounded once, to 1e-9 of the currency, when shown, and
+written out in plain digits ("0.000000156", never "1.56E-7"). A table's total is the
+rounded sum of every part, the same whichever way the parts are grouped, and the rows are
+apportioned to add up to it exactly (each within 1e-9 of its own exact value).
 """
 
 from __future__ import annotations
@@ -39,3 +41,21 @@ def costs_by_currency(billed: list[tuple[int, int, str]]) -> dict[str, Decimal]:
     for ms, rate, currency in billed:
         numerators[currency] = numerators.get(currency, 0) + ms * rate
     return {currency: cost(n) for currency, n in sorted(numerators.items())}
+
+
+def text(amount: Decimal) -> str:
+    """Plain digits, 9 places: "0.000000156", "0.000000000"."""
+    return f"{amount.quantize(QUANTUM, rounding=ROUND_HALF_EVEN):f}"
+
+
+def apportion(numerators: list[int]) -> list[Decimal]:
+    """The costs of `numerators`, rounded so they add up exactly to the rounded cost of
+    their sum (largest remainders get the spare 1e-9s; ties go to the earlier part)."""
+    per_quantum = _MS_PER_HOUR * MICROS // 10**9  # numerator units in 1e-9 of money
+    total = int(cost(sum(numerators)) / QUANTUM)
+    floors = [n // per_quantum for n in numerators]
+    spare = total - sum(floors)
+    order = sorted(range(len(numerators)), key=lambda i: -(numerators[i] % per_quantum))
+    for i in order[:spare]:
+        floors[i] += 1
+    return [Decimal(q) * QUANTUM for q in floors]

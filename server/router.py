@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -26,6 +27,7 @@ from engines.protocol import (
     describe_validation_error,
     error_body,
     json_type,
+    parse_json,
 )
 from server import keys
 from server.accounting import Record
@@ -48,9 +50,21 @@ async def list_models(request: web.Request) -> web.Response:
             if (only is None or d.name == only) and caller.may_call(d.owner)]
     if only is not None and not deps:
         raise _unknown(only)
-    return web.json_response({"object": "list", "data": [
-        {"id": d.name, "object": "model", "created": int(d.created_at), "owned_by": d.owner,
-         "root": d.model, "status": str(d.state)} for d in deps]})
+    return web.json_response({"object": "list", "data": [_model(d) for d in deps]})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """GET /v1/models/{model}: one endpoint (the openai client's models.retrieve)."""
+    name = request.match_info["model"]
+    dep = _callable(request, name)
+    if dep is None:
+        raise _unknown(name)
+    return web.json_response(_model(dep))
+
+
+def _model(dep: Deployment) -> dict[str, Any]:
+    return {"id": dep.name, "object": "model", "created": int(dep.created_at),
+            "owned_by": dep.owner, "root": dep.model, "status": str(dep.state)}
 
 
 async def inference(request: web.Request) -> web.StreamResponse:
@@ -85,7 +99,7 @@ async def _inference(request: web.Request, rec: Record) -> web.StreamResponse:
                          f"{max_body}", code="request_too_large", status=413)
     raw = await request.read()
     try:
-        data = json.loads(raw)
+        data = parse_json(raw)
     except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
         raise BadRequest(f"request body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(data, dict):

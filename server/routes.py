@@ -37,6 +37,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/openapi.json", openapi.handler, "This API description", "server"),
     # inference (OpenAI-compatible); `model` is the endpoint name
     Route("GET", "/v1/models", router.list_models, "The endpoints", "inference"),
+    Route("GET", "/v1/models/{model}", router.get_model, "One endpoint, by name", "inference"),
     Route("POST", f"/v1/{_INFERENCE}", router.inference, "OpenAI-compatible inference",
           "inference", expands=_EXPANDS),
     Route("GET", "/endpoints/{name}/v1/models", router.list_models, "One endpoint",

@@ -17,13 +17,13 @@ from typing import Any
 from aiohttp import web
 
 from server import keys
-from server.billing import query_time
+from server.billing import query_time, until_before_since
 from server.errors import BadRequest, NotFound
 from server.store import USAGE_STEPS
 
 MAX_POINTS = 3600  # per deployment per request
 DEFAULT_RANGE_S = 15 * 60
-_STEP_RE = re.compile(r"^(\d+)([smh]?)$")
+_STEP_RE = re.compile(r"^([0-9]+)([smh]?)$", re.ASCII)
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
 _AUTO_STEPS = (1, 5, 15, 60, 300, 900, 3600, 21_600, 86_400)
 
@@ -67,7 +67,7 @@ async def usage(request: web.Request) -> web.Response:
     until = math.ceil(query_time(request, "until", now) / 1000)
     since = query_time(request, "since", until - DEFAULT_RANGE_S) // 1000
     if until <= since:
-        raise BadRequest("until must be after since", code="invalid_value", param="until")
+        raise BadRequest(until_before_since(request), code="invalid_value", param="until")
     raw_step = request.query.get("step")
     if raw_step is not None:
         step = parse_step(raw_step)

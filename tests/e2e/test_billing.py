@@ -49,7 +49,7 @@ def test_running_seconds_are_billed_and_stopped_ones_are_not(berth):
     ran = stopped - spawned
     assert abs(dep["billed_seconds"] - ran) <= 1.0, (dep, ran)
     ms = round(dep["billed_seconds"] * 1000)
-    assert dep["cost"] == str(money.cost(ms * 36_000))  # seconds x rate, exactly
+    assert dep["cost"] == money.text(money.cost(ms * 36_000))  # seconds x rate, exactly
     assert (dep["currency"], dep["rate_per_hour"]) == ("USD", "0.036")
     assert Decimal(dep["cost"]) > 0
     assert _billed(server, "meter")["cost"] == dep["cost"]
@@ -106,7 +106,7 @@ def test_sigkill_and_a_price_change_bill_each_second_once_at_its_price(berth):
     billed = sum(end - start for start, end, _ in rows) / 1000
     assert abs(billed - ran) <= 2.0, (billed, ran)  # +- 1 s per crash, +- 1 s rounding
     dep = server.deployment("chat")["billing"]
-    assert dep["cost"] == str(money.cost(sum((e - s) * r for s, e, r in rows)))
+    assert dep["cost"] == money.text(money.cost(sum((e - s) * r for s, e, r in rows)))
     assert dep["rate_per_hour"] == "0.72"
 
 

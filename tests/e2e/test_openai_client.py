@@ -38,6 +38,10 @@ def client(server):
 def test_models_lists_the_endpoints(client):
     ids = sorted(m.id for m in client.models.list())
     assert ids == ["chat", "embed"]
+    chat = client.models.retrieve("chat")
+    assert (chat.id, chat.object, chat.owned_by) == ("chat", "model", "admin")
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nobody")
 
 
 def test_chat_streamed_equals_non_streamed_at_temperature_0(client):

@@ -55,6 +55,8 @@ async def test_users_see_and_call_only_their_own_endpoints(make_client, tiny_mod
 
     models = await (await api.get("/v1/models", headers=bearer(alice))).json()
     assert [m["id"] for m in models["data"]] == ["a-chat"]
+    mine = await api.get("/v1/models/a-chat", headers=bearer(alice))
+    assert (mine.status, (await mine.json())["id"]) == (200, "a-chat")
     body = {"prompt": "hi", "max_tokens": 2}
     ok = await api.post("/v1/completions", json={"model": "a-chat", **body},
                         headers=bearer(alice))
@@ -64,7 +66,8 @@ async def test_users_see_and_call_only_their_own_endpoints(make_client, tiny_mod
                                 headers=bearer(alice)),
                  await api.post("/endpoints/b-chat/v1/completions", json=body,
                                 headers=bearer(alice)),
-                 await api.get("/endpoints/b-chat/v1/models", headers=bearer(alice))):
+                 await api.get("/endpoints/b-chat/v1/models", headers=bearer(alice)),
+                 await api.get("/v1/models/b-chat", headers=bearer(alice))):
         assert resp.status == 404
         assert_error(await resp.json(), code="model_not_found")
     # and admin routes are not for users

@@ -4,6 +4,7 @@ is two deployments, and times out of range are a 400."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -65,11 +66,11 @@ async def api(aiohttp_client, tmp_path, monkeypatch):
 async def test_totals_are_per_currency_and_never_mixed(api) -> None:
     body = await (await api.get("/api/billing", params={"group_by": "owner"})).json()
     assert [(d["key"], d["currency"], d["billed_seconds"], d["cost"]) for d in body["data"]] == [
-        ("admin", "EUR", 2.0, str(money.cost(2_000 * RATE))),
-        ("admin", "USD", 13.0, str(money.cost(13_000 * RATE)))]
+        ("admin", "EUR", 2.0, money.text(money.cost(2_000 * RATE))),
+        ("admin", "USD", 13.0, money.text(money.cost(13_000 * RATE)))]
     assert body["totals"] == [  # the configured currency first
-        {"currency": "EUR", "billed_seconds": 2.0, "cost": str(money.cost(2_000 * RATE))},
-        {"currency": "USD", "billed_seconds": 13.0, "cost": str(money.cost(13_000 * RATE))}]
+        {"currency": "EUR", "billed_seconds": 2.0, "cost": money.text(money.cost(2_000 * RATE))},
+        {"currency": "USD", "billed_seconds": 13.0, "cost": money.text(money.cost(13_000 * RATE))}]
     assert body["total"] == body["totals"][0]
 
 
@@ -90,9 +91,9 @@ async def test_a_name_deleted_and_created_again_is_two_deployments(api) -> None:
 async def test_the_deployment_json_and_metrics_carry_each_currency(api) -> None:
     billing = (await (await api.get("/api/deployments/chat")).json())["billing"]
     assert billing["currency"] == "EUR"
-    assert billing["cost"] == str(money.cost(2_000 * RATE))  # the configured currency's
-    assert billing["costs"] == {"EUR": str(money.cost(2_000 * RATE)),
-                                "USD": str(money.cost(3_000 * RATE))}
+    assert billing["cost"] == money.text(money.cost(2_000 * RATE))  # the configured currency's
+    assert billing["costs"] == {"EUR": money.text(money.cost(2_000 * RATE)),
+                                "USD": money.text(money.cost(3_000 * RATE))}
     assert billing["billed_seconds"] == 5.0
     text = await (await api.get("/metrics")).text()
     costs = {s.labels["currency"]: s.value
@@ -121,3 +122,88 @@ async def test_usage_over_decades_picks_a_step_that_fits(api) -> None:
     body = await resp.json()
     assert body["step"] % 86_400 == 0
     assert (body["until"] - body["since"]) / body["step"] <= 3600
+
+
+@pytest.fixture
+async def odd_api(aiohttp_client, tmp_path, monkeypatch):
+    """Seven deployments of three owners billed odd milliseconds at 0.033/h across a UTC
+    midnight: every row's exact cost has a remainder below 1e-9."""
+    monkeypatch.setenv(TOKEN_ENV, ADMIN_TOKEN)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    store = await Store.open(state / "berth.db")
+    midnight = (T0 // 86_400 + 1) * 86_400 * 1000
+    exact: list[tuple[str, int]] = []
+    try:
+        for i in range(7):
+            owner = ("ann", "bob", "cy")[i % 3]
+            row = await store.create_deployment(name=f"d{i}", model="m", hardware="micro",
+                                                owner=owner, task=None, status="stopped")
+            await store.set_desired(row.id, "stopped")
+            start = midnight - 1_000 * (i + 1) - 7 * i
+            interval = await store.open_interval(
+                deployment_id=row.id, deployment=f"d{i}", owner=owner, hardware="micro",
+                pid=1, rate_micros_per_hour=33_000, currency="USD", start_ms=start)
+            end = midnight + 1_337 * i + 1
+            await store.record_second(ends={interval: end}, requests=[], usage={})
+            exact.append((f"d{i}", (end - start) * 33_000))
+    finally:
+        await store.close()
+    path = write_config(tmp_path / "config.toml", state_dir=state,
+                        models_dir=tmp_path / "models")
+    client = await aiohttp_client(create_app(load_config(path)), headers=AUTH)
+    client.exact = exact
+    return client
+
+
+async def test_the_total_is_the_same_whichever_way_it_is_grouped(odd_api) -> None:
+    whole = money.cost(sum(n for _, n in odd_api.exact))  # rounded once, from the exact sum
+    individually = sum(money.cost(n) for _, n in odd_api.exact)
+    assert individually != whole  # the ledger is one where naive rounding drifts
+    for group_by in ("deployment", "owner", "day"):
+        body = await (await odd_api.get("/api/billing", params={"group_by": group_by})).json()
+        (total,) = body["totals"]
+        assert total["cost"] == money.text(whole), group_by
+        assert sum(Decimal(d["cost"]) for d in body["data"]) == whole, group_by
+        assert all("E" not in d["cost"] and len(d["cost"].split(".")[1]) == 9
+                   for d in body["data"])
+    rows = (await (await odd_api.get("/api/billing")).json())["data"]
+    for (name, numerator), row in zip(odd_api.exact, rows, strict=True):
+        assert row["key"] == name
+        assert abs(Decimal(row["cost"]) - money.cost(numerator)) <= money.QUANTUM
+
+
+async def test_a_cost_too_small_for_its_exponent_is_written_in_plain_digits(api) -> None:
+    body = await (await api.get("/api/billing", params={
+        "since": str(T0), "until": f"{T0}.004"})).json()  # 4 ms at 0.036/h
+    (row,) = body["data"]
+    assert row["cost"] == "0.000000040"
+    empty = await (await api.get("/api/billing", params={"since": "1", "until": "2"})).json()
+    assert empty["totals"] == [{"currency": "EUR", "billed_seconds": 0.0,
+                                "cost": "0.000000000"}]
+
+
+@pytest.mark.parametrize("value", ["\u0661\u0667\u0669\u0666", "1_796_404_000", "\uff11",
+                                   "9999-12-31"])
+async def test_times_are_ascii_digits_or_iso(api, value) -> None:
+    # (9999-12-31 as `until` is the end of that day: past what a time may be)
+    resp = await api.get("/api/billing", params={"since": "0", "until": value})
+    assert resp.status == 400, value
+    assert (await resp.json())["error"]["param"] == "until"
+    resp = await api.get("/api/usage", params={"step": "\uff11"})
+    assert resp.status == 400
+
+
+async def test_a_bare_date_as_until_means_the_whole_day(api) -> None:
+    day = datetime.fromtimestamp(T0, UTC).date().isoformat()
+    body = await (await api.get("/api/billing", params={"since": day, "until": day})).json()
+    start = int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() * 1000)
+    assert (body["since_ms"], body["until_ms"]) == (start, start + 86_400_000)
+    assert body["totals"][1]["billed_seconds"] == 13.0  # both chats' USD, all on that day
+
+
+async def test_a_since_in_the_future_says_so(api) -> None:
+    for route in ("/api/billing", "/api/usage"):
+        resp = await api.get(route, params={"since": str(T0 * 2)})
+        assert resp.status == 400
+        assert "since is in the future" in (await resp.json())["error"]["message"]

@@ -56,10 +56,11 @@ async def test_json_is_read_as_utf8_whatever_charset_the_header_names(api, conte
                           headers={"Content-Type": content_type})
     assert resp.status == 400  # the name, read as UTF-8, breaks the name rule: not a 500
     assert_error(await resp.json(), param="name")
-    resp = await api.post("/api/users", data=b'{"name": 1', headers={
-        "Content-Type": "application/json; charset=foobar"})
-    assert resp.status == 400
-    assert_error(await resp.json(), code="invalid_json")
+    for bad in (b'{"name": 1', b'{"name": NaN}'):
+        resp = await api.post("/api/users", data=bad, headers={
+            "Content-Type": "application/json; charset=foobar"})
+        assert resp.status == 400
+        assert_error(await resp.json(), code="invalid_json")
 
 
 async def test_unknown_tier_lists_the_tiers(api):

@@ -30,6 +30,8 @@ def assert_error(body: dict, *, code: str | None = None, param: str | None = Non
     (b'"text"', "invalid_body"),
     (b'{"model": "chat", "messages": [', "invalid_json"),
     (b"\xff\xfe", "invalid_json"),
+    (b'{"model": "chat", "messages": [], "temperature": NaN}', "invalid_json"),
+    (b'{"model": "chat", "messages": [], "max_tokens": Infinity}', "invalid_json"),
     (b"", "invalid_json"),
     (b"[" * 200_000 + b"]" * 200_000, "invalid_json"),  # deeper than any parser recurses
 ])
