@@ -240,7 +240,22 @@ def describe_validation_error(exc: ValidationError) -> tuple[str, str | None]:
             parts.append(str(p))
     param = ".".join(parts) or None
     msg = _JSON_TYPE_ERRORS.get(first["type"]) or first["msg"].removeprefix("Value error, ")
+    # a value that fits none of a union's types: name them all ("a string or an array")
+    depth = _depth(first)
+    kinds = list(dict.fromkeys(
+        _JSON_TYPE_ERRORS[e["type"]].removeprefix("must be ") for e in errors
+        if e["type"] in _JSON_TYPE_ERRORS and _depth(e) == depth
+        and [p for p in e["loc"] if not _is_union_tag(p)] == [
+            p for p in first["loc"] if not _is_union_tag(p)]))
+    if len(kinds) > 1:
+        msg = "must be " + " or ".join(kinds)
+    elif first["type"] == "too_short" and (first.get("ctx") or {}).get("min_length") == 1:
+        msg = "must not be empty"
     return (f"{param}: {msg}" if param else msg), param
+
+
+def _depth(error: Any) -> int:
+    return len([p for p in error["loc"] if not _is_union_tag(p)])
 
 
 # pydantic's wording for a value of the wrong type names Python classes ("a valid

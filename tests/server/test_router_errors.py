@@ -183,3 +183,17 @@ async def test_a_config_deployment_cannot_be_deleted_by_the_api(make_client):
     assert "config.toml" in body["error"]["message"]
     dep = await (await client.get("/api/deployments/ghost")).json()
     assert dep["source"] == "config"
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"model": "embed", "input": None}, "input: must be a string or an array"),
+    ({"model": "embed", "input": 5}, "input: must be a string or an array"),
+    ({"model": "embed", "input": ""}, "input: must not be empty"),
+    ({"model": "embed", "input": []}, "input: must not be empty"),
+])
+async def test_a_value_of_no_allowed_type_names_every_allowed_type(make_client, body, message):
+    client = await make_client()
+    resp = await client.post("/v1/embeddings", json=body)
+    assert resp.status == 400
+    error = (await resp.json())["error"]
+    assert (error["message"], error["param"]) == (message, "input")
