@@ -39,18 +39,48 @@ class EndpointName(Validator):
         return self.failure(problem) if problem else self.success()
 
 
+def never_fits(tier: Tier, hardware: Hardware) -> bool:
+    """More than the whole node has (GET /api/hardware `capacity`): no amount of
+    stopping or deleting makes room for it (the API answers 422 tier_exceeds_node)."""
+    cap = hardware.capacity
+    return ((tier.cpus is not None and cap.cpus is not None and tier.cpus > cap.cpus)
+            or (tier.memory_bytes is not None and cap.memory_bytes is not None
+                and tier.memory_bytes > cap.memory_bytes)
+            or bool(tier.gpus and tier.gpus > (cap.gpus or 0)))
+
+
 def no_room(tier: Tier, hardware: Hardware) -> str:
-    """Which of the tier's resources the node does not have free, and how much it has."""
+    """Why a tier cannot be chosen now, in a few words: it never fits this node, or
+    which of its resources the node does not have free, and how much it has."""
+    if never_fits(tier, hardware):
+        return "never fits this node"
     free = hardware.free
     short = []
     if tier.cpus is not None and free.cpus is not None and tier.cpus > free.cpus:
-        short.append(f"{fmt.cpus(free.cpus)} CPU")
+        short.append(f"{fmt.cpus(max(free.cpus, 0))} CPU")
     if (tier.memory_bytes is not None and free.memory_bytes is not None
             and tier.memory_bytes > free.memory_bytes):
-        short.append(fmt.size(free.memory_bytes))
+        short.append(short_size(max(free.memory_bytes, 0)))
     if tier.gpus and (free.gpus or 0) < tier.gpus:
-        short.append(f"{free.gpus or 0} GPU")
+        short.append(f"{max(free.gpus or 0, 0)} GPU")
     return ", ".join(short) + " free" if short else "the node is full"
+
+
+def short_size(n: int | None) -> str:
+    """`16 GiB` for whole GiB (tiers mostly are), else as fmt.size: tier lines stay short."""
+    if n is not None and n > 0 and n % fmt.GiB == 0:
+        return f"{n // fmt.GiB} GiB"
+    return fmt.size(n)
+
+
+def tier_text(t: Tier, hardware: Hardware, name_width: int) -> Text:
+    """One line: `medium  4 CPU  8 GiB 0 GPU 0.132/h`, and why it cannot be chosen."""
+    text = Text(f"{t.name:<{name_width}} {fmt.cpus(t.cpus):>2} CPU "
+                f"{short_size(t.memory_bytes):>6} {t.gpus or 0} GPU "
+                f"{fmt.per_hour(t.price_per_hour):>7}")
+    if not t.fits_free:
+        text.append(f"  {no_room(t, hardware)}")
+    return text
 
 
 @dataclass(frozen=True)
@@ -63,6 +93,9 @@ class FormData:
 
 class NewDeploymentScreen(PollingScreen):
     poll_s = 2.0
+    # The tier and model lists side by side only where both have room for one-line
+    # entries; stacked (each full width, -narrow or -medium) below 140 columns.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-medium"), (140, "-wide")]
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("ctrl+s", "create", "Create"),
@@ -74,6 +107,7 @@ class NewDeploymentScreen(PollingScreen):
         self.tiers: list[Tier] = []
         self.models: list[Model] | None = None
         self.created: str | None = None  # the name, once the API took it
+        self.created_dep: Deployment | None = None
         self.last_status: tuple[str, str | None] | None = None
         self.progress: list[Text] = []
 
@@ -87,10 +121,10 @@ class NewDeploymentScreen(PollingScreen):
             yield Static(id="name-error")
             with Horizontal(id="choices"):
                 with Vertical(id="tier-box"):
-                    yield Label("Hardware tier (greyed out: no room on the node)")
+                    yield Label("Hardware tier (greyed out: cannot be chosen now)")
                     yield OptionList(id="tiers")
                 with Vertical(id="model-box"):
-                    yield Label("Model (task · fits the tier · weights on the server)")
+                    yield Label("Model (task · fits the tier? · weights on the server?)")
                     yield OptionList(id="models")
             yield Static(id="choice")
             yield Static(id="form-error")
@@ -119,7 +153,7 @@ class NewDeploymentScreen(PollingScreen):
         return FormData(hardware, models, {d.name for d in deps}, created)
 
     def show(self, data: FormData) -> None:
-        self.validator.taken = data.taken - ({self.created} if self.created else set())
+        self.validator.taken = data.taken
         if data.hardware.tiers != self.tiers:
             self._set_tiers(data.hardware)
         if data.models is not None:  # weights here and deployable first
@@ -133,17 +167,14 @@ class NewDeploymentScreen(PollingScreen):
         tiers = self.query_one("#tiers", OptionList)
         chosen = self.tier
         self.tiers = hardware.tiers
-        options = []
-        for t in hardware.tiers:
-            text = Text(f"{t.name:<7} {fmt.cpus(t.cpus):>2} CPU {fmt.size(t.memory_bytes):>8} "
-                        f"{t.gpus or 0} GPU {fmt.per_hour(t.price_per_hour):>8}")
-            if not t.fits_free:
-                text.append(f"  no room: {no_room(t, hardware)}")
-            options.append(Option(text, id=t.name, disabled=not t.fits_free))
-        tiers.set_options(options)
+        width = max((len(t.name) for t in hardware.tiers), default=0)
+        tiers.set_options([Option(tier_text(t, hardware, width), id=t.name,
+                                  disabled=not t.fits_free) for t in hardware.tiers])
         names = [t.name for t in hardware.tiers]
         fitting = [i for i, t in enumerate(hardware.tiers) if t.fits_free]
-        if chosen is not None and chosen.name in names and chosen.fits_free:
+        # once created, the tier stays highlighted although the new deployment took it
+        if chosen is not None and chosen.name in names and (
+                self.created is not None or hardware.tiers[names.index(chosen.name)].fits_free):
             tiers.highlighted = names.index(chosen.name)
         elif fitting:
             tiers.highlighted = fitting[0]
@@ -166,16 +197,17 @@ class NewDeploymentScreen(PollingScreen):
         self._choice()
 
     def _model_text(self, m: Model, tier: Tier | None) -> Text:
+        """One line: `facebook/opt-125m  text  fits  no weights`."""
         text = Text(m.id, style="bold")
         text.append(f"  {m.task or '?'}")
         if tier is not None:
             fits = tier.name in m.fits
             text.append("  ")
-            text.append(themed(self.app, f"fits {tier.name}" if fits else f"too big for "
-                               f"{tier.name}", "text-success" if fits else "text-error"))
+            text.append(themed(self.app, "fits" if fits else "too big",
+                               "text-success" if fits else "text-error"))
         text.append("  ")
-        text.append(themed(self.app, "weights present", "text-success") if m.present
-                    else themed(self.app, "weights absent", "text-warning"))
+        text.append(themed(self.app, "weights here", "text-success") if m.present
+                    else themed(self.app, "no weights", "text-warning"))
         if not m.available:
             text.append(f"  unavailable: {m.unavailable_reason or '?'}")
         return text
@@ -227,6 +259,12 @@ class NewDeploymentScreen(PollingScreen):
         self._choice()
 
     def _choice(self) -> None:
+        if self.created_dep is not None:  # done: the name is taken now, by this one
+            dep = self.created_dep
+            self.query_one("#choice", Static).update(Text(
+                f"created {dep.name}: {dep.model or fmt.DASH} on {dep.hardware or fmt.DASH}; "
+                "esc goes back"))
+            return
         name = self.query_one("#name", Input).value
         tier, model = self.tier, self.model
         what = (f"{model.id if model else '(choose a model)'} on "
@@ -295,9 +333,18 @@ class NewDeploymentScreen(PollingScreen):
     def on_new_deployment_screen_created(self, message: Created) -> None:
         dep = message.dep
         self.created = dep.name
+        self.created_dep = dep
+        self.validator.taken.add(dep.name)
         self.query_one("#name", Input).disabled = True
+        error = self.query_one("#name-error", Static)
+        error.update(Text(f"✓ {dep.name} created"))
+        error.remove_class("-invalid")
+        self._choice()
         self.progress.append(Text(f"created {dep.name}"))
         self._progress(dep)
+        # the progress is the form's last part: keep the form scrolled to its end as
+        # lines come (in a short terminal it is below the lists), until the person scrolls
+        self.query_one("#form", VerticalScroll).anchor()
         self.poll_now()
 
     def on_new_deployment_screen_create_failed(self, message: CreateFailed) -> None:
@@ -311,7 +358,15 @@ class NewDeploymentScreen(PollingScreen):
             error.add_class("-invalid")
 
     def _form_error(self, message: str) -> None:
-        self.query_one("#form-error", Static).update(Text(message))
+        error = self.query_one("#form-error", Static)
+        error.update(Text(message))
+        if message:
+            self._into_view(error)
+
+    def _into_view(self, widget: Static) -> None:
+        """Below the lists, in a short terminal, an error is out of sight: bring it in,
+        once it has its new height."""
+        self.call_after_refresh(widget.scroll_visible, animate=False)
 
     def _progress(self, dep: Deployment) -> None:
         """One line per status change of the new deployment, until it is up."""
