@@ -118,6 +118,13 @@ def clock(at: datetime | None) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def clock_short(at: datetime | None) -> str:
+    """A recent time in UTC, the year left out: `12-04 09:58:00Z`."""
+    if at is None:
+        return DASH
+    return at.astimezone(UTC).strftime("%m-%d %H:%M:%SZ")
+
+
 def clock_now(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%H:%M:%SZ")
 

@@ -172,6 +172,9 @@ EVENTS = {"data": [
     {"at": iso(NOW - 7199), "status": "starting", "reason": "spawn", "pid": 4100},
     {"at": iso(NOW - 7190), "status": "ready", "reason": "health ok", "pid": 4100},
     {"at": iso(NOW - 3730), "status": "crashed", "reason": "oom_killed", "pid": 4100},
+    {"at": iso(NOW - 3730), "status": "crashed", "pid": 4100, "reason":
+     "engine exited with code -9 (SIGKILL: killed by the kernel for memory, its slice's "
+     "limit is 2.0 GiB); restarting in 1 s"},
     {"at": iso(NOW - 3729), "status": "starting", "reason": "restart after backoff",
      "pid": 4242},
     {"at": iso(NOW - 3723), "status": "ready", "reason": "health ok", "pid": 4242},

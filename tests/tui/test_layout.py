@@ -170,3 +170,21 @@ async def test_columns_shrink_when_a_long_row_goes(recorded) -> None:
         recorded.answers["/api/deployments"] = {"data": rows}
         await until(pilot, lambda: long_name not in names(pilot), 20, "the long row to go")
         assert name_width() == before
+
+
+async def test_the_disconnected_line_is_whole_at_80_columns() -> None:
+    """Port 9 refuses: the banner's long line wraps rather than being cut."""
+    from tui.widgets.banner import ConnectionBanner
+
+    app = BerthApp("http://127.0.0.1:9", "token", poll_s=0.2, clock=lambda: NOW)
+    async with app.run_test(size=SMALL) as pilot:
+        await until(pilot, lambda: app.screen.has_class("-disconnected"), 20, "disconnected")
+        banner = app.screen.query_one(ConnectionBanner)
+        await pilot.pause(0.1)
+        whole = str(banner.visual)
+        assert "cannot reach berth at http://127.0.0.1:9" in whole
+        region = await in_view(pilot, banner, width=SMALL[0])
+        shown = " ".join("".join(seg.text for seg in strip).strip()
+                         for strip in banner.render_lines(region.reset_offset))
+        assert " ".join(shown.split()) == " ".join(whole.split())
+        assert region.height >= 2

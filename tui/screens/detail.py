@@ -6,8 +6,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from rich.console import Group, RenderableType
+from rich.table import Table
 from rich.text import Text
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.widgets import Log, Static
@@ -47,6 +49,22 @@ def facts(raw: dict[str, Any]) -> Text:
         text.append(f"{value}\n")
     text.rstrip()
     return text
+
+
+def events_table(app: App[object], events: list[Event]) -> RenderableType:
+    """Recent events, the latest first, in aligned columns: when, status, reason. One
+    line each: a reason too long for the pane ends in "…" (the full one is in the logs
+    and in GET /api/deployments/NAME/events)."""
+    table = Table(box=None, padding=(0, 1, 0, 0), show_header=True, header_style="bold",
+                  expand=True)
+    table.add_column("WHEN (UTC)", no_wrap=True)
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("REASON", no_wrap=True, overflow="ellipsis", ratio=1, min_width=8)
+    for e in reversed(events[-EVENTS:]):
+        table.add_row(fmt.clock_short(e.at), status_text(app, e.status or "?"),
+                      Text(e.reason or "", no_wrap=True, overflow="ellipsis"))
+    title = Text("recent events", style="bold")
+    return Group(title, table) if events else Group(title, Text("none yet"))
 
 
 @dataclass(frozen=True)
@@ -131,7 +149,7 @@ class DetailScreen(PollingScreen):
         self.query_one("#billing", Static).update(Text(
             f"billed {fmt.billed(dep.billed_seconds)} · cost "
             f"{fmt.moneys(dep.all_costs, 6)} · rate {fmt.per_hour(dep.rate_per_hour)}"))
-        self.query_one("#events", Static).update(self._events(data.events))
+        self.query_one("#events", Static).update(events_table(self.app, data.events))
         self._log(data)
 
     def _plots(self, data: Detail) -> None:
@@ -152,17 +170,6 @@ class DetailScreen(PollingScreen):
             series([(p.t, p.requests / step) for p in points]), step_s=step)
         self.query_one("#plot-latency", SeriesPlot).show(
             series([(p.t, p.latency_ms_avg) for p in points]), step_s=step)
-
-    def _events(self, events: list[Event]) -> Text:
-        out = Text("recent events\n", style="bold")
-        if not events:
-            out.append("none yet")
-        for e in reversed(events[-EVENTS:]):  # the latest first
-            out.append(f"{fmt.clock(e.at)}  ")
-            out.append(status_text(self.app, e.status or "?"))
-            out.append(f"  {e.reason or ''}\n")
-        out.rstrip()
-        return out
 
     def _log(self, data: Detail) -> None:
         log = self.query_one("#log-tail", Log)

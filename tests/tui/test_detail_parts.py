@@ -1,5 +1,6 @@
-"""The plots' y-axis labels name the rows they sit on, evenly spaced where the rows
-allow (the trial saw CPU rows labelled 0.0, 25.8, 38.8, 64.6, 77.5)."""
+"""The detail screen's parts: plots whose y-axis labels name the rows they sit on, evenly
+spaced where the rows allow (the trial saw CPU rows labelled 0.0, 25.8, 38.8, 64.6,
+77.5), and aligned recent events."""
 
 from __future__ import annotations
 
@@ -57,3 +58,29 @@ async def test_drawn_labels_name_their_rows(height: int) -> None:
         assert len(labelled) >= min(rows, 3), lines
         for row, label in labelled.items():
             assert label == tick_label(plot.top * row / (rows - 1), plot.top), (row, lines)
+
+
+async def test_events_are_aligned_one_line_each() -> None:
+    """The detail's recent events: columns line up, a long reason ends in "…"."""
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+
+    from tui.api import Event
+    from tui.screens.detail import events_table
+
+    at = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+    events = [Event(at, "ready", "health ok", 1), Event(at, "crashed", "engine exited "
+                                                        "with code -9 " + "x" * 80, 1),
+              Event(None, None, None, None)]
+    app = App[None]()
+    async with app.run_test():
+        console = Console(width=50, record=True, color_system=None)
+        console.print(events_table(app, events))
+    lines = console.export_text().rstrip("\n").split("\n")
+    assert lines[0] == "recent events" and len(lines) == 2 + len(events)
+    header, *rows = lines[1:]
+    starts = {header.index("STATUS"), header.index("REASON")}
+    for row, word in zip(rows, ("?", "crashed", "ready"), strict=True):  # latest first
+        assert row.index(word) in starts and len(row) <= 50, row
+    assert rows[1].rstrip().endswith("…") and "health ok" in rows[2]
