@@ -82,13 +82,15 @@ def billed_ms(ms: int) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}.{ms:03d}"
 
 
-def retry_in(retry_at: datetime | None, now: float) -> str | None:
+def retry_in(retry_at: datetime | None, now: float, short: bool = False) -> str | None:
     """`retrying in 12 s` for a crashed deployment waiting out its backoff, counted from
-    the server's `retry_at` and the local clock; None when no retry is due."""
+    the server's `retry_at` and the local clock; None when no retry is due. `short`:
+    `retry in 12 s`, for the table's STATUS column."""
     if retry_at is None:
         return None
     left = math.ceil(retry_at.timestamp() - now)
-    return f"retrying in {left} s" if left > 0 else "retrying now"
+    word = "retry" if short else "retrying"
+    return f"{word} in {left} s" if left > 0 else f"{word} now"
 
 
 def duration(seconds: float | None) -> str:

@@ -24,13 +24,13 @@ async def test_the_table_counts_down_between_polls(recorded) -> None:
     app = BerthApp(recorded.url, "token", poll_s=3600, clock=lambda: now[0])
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: len(names(pilot)) == 4, 20, "the rows")
-        assert status_of(pilot, "big-one") == "crashed, retrying in 12 s"
+        assert status_of(pilot, "big-one") == "crashed, retry in 12 s"
         polls = deployment_polls(recorded)
         now[0] += 5
-        await until(pilot, lambda: status_of(pilot, "big-one") == "crashed, retrying in 7 s",
+        await until(pilot, lambda: status_of(pilot, "big-one") == "crashed, retry in 7 s",
                     3, "7 s")
         now[0] += 7
-        await until(pilot, lambda: status_of(pilot, "big-one") == "crashed, retrying now",
+        await until(pilot, lambda: status_of(pilot, "big-one") == "crashed, retry now",
                     3, "now")
         assert deployment_polls(recorded) == polls  # the clock did it, not a new answer
         assert status_of(pilot, "chat") == "ready"

@@ -62,8 +62,15 @@ async def open_screen(pilot: Pilot[None], key: str | None, screen_type: type,
                 f"the {screen_type.__name__}")
 
 
+def one_currency(recorded) -> None:
+    """`old` was billed in two currencies (recorded.py): its COST is twice as wide."""
+    for dep in recorded.answers["/api/deployments"]["data"]:
+        dep["billing"]["costs"] = {"USD": dep["billing"]["cost"]}
+
+
 @pytest.mark.parametrize("size", [SMALL, LARGE])
 async def test_deployments_fit(recorded, size) -> None:
+    one_currency(recorded)
     app = app_at(recorded.url)
     async with app.run_test(size=size) as pilot:
         await open_screen(pilot, None, DeploymentsScreen)
@@ -76,6 +83,22 @@ async def test_deployments_fit(recorded, size) -> None:
             assert "model" in t.column_keys and len(t.column_keys) >= len(COLUMNS) - 1
         await in_view(pilot, app.screen.query_one("#summary"), width=40)
         await footer_fits(pilot)
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE])
+async def test_two_currencies_fit_whole(recorded, size) -> None:
+    """A deployment billed in two currencies shows both, whole: less needed columns go
+    first (at 120 columns: rate, requests/s, uptime)."""
+    app = app_at(recorded.url)
+    async with app.run_test(size=size) as pilot:
+        await open_screen(pilot, None, DeploymentsScreen)
+        t = app.screen.query_one(DeploymentTable)
+        region = await in_view(pilot, t, width=size[0] - 2, height=5)
+        assert sum(c.get_render_width(t) for c in t.columns.values()) <= region.width
+        assert {"name", "status", "memory", "cost"} <= set(t.column_keys)
+        assert t.get_cell("old", "cost").plain == "0.0055 USD + 0.0012 EUR"
+        if size == LARGE:
+            assert {"model", "hardware", "cpu"} <= set(t.column_keys)
 
 
 @pytest.mark.parametrize("size", [SMALL, LARGE])

@@ -106,3 +106,5 @@ def test_retry_in_counts_from_the_servers_time() -> None:
     assert fmt.retry_in(at, start + 11.5) == "retrying in 1 s"
     assert fmt.retry_in(at, start + 12) == "retrying now"
     assert fmt.retry_in(None, start) is None
+    assert fmt.retry_in(at, start, short=True) == "retry in 12 s"  # the table's column
+    assert fmt.retry_in(at, start + 12, short=True) == "retry now"

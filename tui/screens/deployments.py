@@ -107,7 +107,7 @@ class DeploymentsScreen(PollingScreen):
 
     def _row(self, d: Deployment, rps: float | None, now: float) -> Row:
         status = status_text(self.app, d.status, d.deleting)
-        if d.status == "crashed" and (retry := fmt.retry_in(d.retry_at, now)):
+        if d.status == "crashed" and (retry := fmt.retry_in(d.retry_at, now, short=True)):
             status.append(f", {retry}")
         return (d.name, [
             Text(d.name), Text(d.model or fmt.DASH), Text(d.hardware or fmt.DASH), status,
