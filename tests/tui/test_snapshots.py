@@ -16,7 +16,7 @@ from tests.tui.pilot_helpers import until
 from tests.tui.recorded import NOW
 from tui.app import BerthApp
 from tui.screens.billing import BillingScreen
-from tui.screens.confirm import ConfirmDelete
+from tui.screens.confirm import ConfirmDelete, ConfirmStop
 from tui.screens.deployments import DeploymentsScreen
 from tui.screens.detail import DetailScreen
 from tui.screens.logs import LogsScreen
@@ -106,6 +106,26 @@ def test_confirm_delete(snap_compare, recorded) -> None:
         await until(pilot, lambda: isinstance(pilot.app.screen, ConfirmDelete))
 
     assert snap_compare(app_at(recorded.url), terminal_size=SIZE, run_before=then(delete))
+
+
+def test_confirm_stop(snap_compare, recorded) -> None:
+    async def stop(pilot: Pilot[None]) -> None:
+        await pilot.press("s")  # chat is ready: stopping it asks first
+        await until(pilot, lambda: isinstance(pilot.app.screen, ConfirmStop))
+
+    assert snap_compare(app_at(recorded.url), terminal_size=SIZE, run_before=then(stop))
+
+
+def test_disconnected_80x24(snap_compare) -> None:
+    """The long disconnected line wraps at 80 columns, whole."""
+    app = BerthApp("http://127.0.0.1:9", "token", poll_s=0.2, clock=lambda: NOW,
+                   label=LABEL)
+
+    async def refused(pilot: Pilot[None]) -> None:
+        await until(pilot, lambda: pilot.app.screen.has_class("-disconnected"), 20,
+                    "the disconnected banner")
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=refused)
 
 
 def test_logs(snap_compare, recorded) -> None:
