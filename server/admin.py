@@ -16,7 +16,7 @@ from server.auth import ADMIN_OWNER
 from server.capacity import InsufficientCapacity, NeverFits
 from server.config import NAME_PATTERN, valid_name
 from server.deployment import Deployment
-from server.errors import BadRequest, Conflict, NotFound, Unprocessable
+from server.errors import BadRequest, Conflict, NotFound, Unprocessable, read_body
 from server.store import NameTaken
 
 NAME_RULE = ("lowercase letters, digits and '-', 1-63 characters, starting and ending with a "
@@ -105,9 +105,10 @@ def _not_found(name: str) -> NotFound:
 
 
 async def json_body(request: web.Request, model: type[BaseModel]) -> Any:
+    raw = await read_body(request, request.app[keys.CONFIG].server.read_timeout_s)
     try:
-        data = parse_json(await request.read())  # JSON is UTF-8 (RFC 8259), whatever
-    except (ValueError, RecursionError) as e:    # charset the header names
+        data = parse_json(raw)  # JSON is UTF-8 (RFC 8259), whatever charset the header names
+    except (ValueError, RecursionError) as e:
         raise BadRequest(f"request body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise BadRequest(f"request body must be a JSON object, not {json_type(data)}",

@@ -244,6 +244,8 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(config)
     try:
         serve(app, sock, loop=_new_loop(), handler_cancellation=True, shutdown_timeout=10,
+              max_connections=config.server.max_connections,
+              idle_timeout_s=config.server.idle_timeout_s,
               access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
               on_ready=lambda: log.info("berth serving on http://%s:%d (state in %s)",
                                         host, port, config.server.state_dir))

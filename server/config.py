@@ -62,6 +62,9 @@ class ServerConfig:
     fetch_max_bytes: int = 20 * 1024 * 1024  # an image fetched by URL may be this big
     fetch_timeout_s: float = 10.0  # and may take this long to arrive
     embedding_max_tokens: int = 300_000  # tokens of all inputs of one embeddings request
+    max_connections: int = 1024  # open client connections (capped below the file limit)
+    idle_timeout_s: float = 15.0  # a connection with no request in progress is closed
+    read_timeout_s: float = 30.0  # a request body must have arrived whole by then
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,8 @@ _CHECKS: dict[type, dict[str, Check]] = {
         "max_body_bytes": _int(1024), "engine_connections": _int(1),
         "files_ttl_s": _int(1), "fetch_image_urls": _bool, "fetch_max_bytes": _int(1024),
         "fetch_timeout_s": _number(0, above=True), "embedding_max_tokens": _int(1),
+        "max_connections": _int(16), "idle_timeout_s": _number(0, above=True),
+        "read_timeout_s": _number(0, above=True),
     },
     NodeConfig: {
         "cpus": _auto_or(_int(1)), "memory": _auto_or(_size, keep=True),

@@ -1,7 +1,13 @@
-"""Serving the app: aiohttp's `run_app`, with one change: requests that fail in the HTTP
-parser (a header over 8 KiB, an unknown method, bytes that are not HTTP) are answered
-in berth's JSON error shape, with a code, instead of aiohttp's plain text. They never
-reach the app, so no middleware can answer them; the connection's handler does.
+"""Serving the app: aiohttp's `run_app`, with two changes.
+
+- Requests that fail in the HTTP parser (a header over 8 KiB, an unknown method, bytes
+  that are not HTTP) are answered in berth's JSON error shape, with a code, instead of
+  aiohttp's plain text. They never reach the app, so no middleware can answer them; the
+  connection's handler does.
+- Connections are capped below the process's file limit: a flood of idle or half-sent
+  requests is turned away at the door instead of taking the descriptors the supervisor
+  needs to watch its engines (health checks, cgroup files, the database). A connection
+  with no request in progress is closed after `idle_timeout_s`.
 """
 
 from __future__ import annotations
@@ -9,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -51,25 +59,61 @@ def _describe(status: int, exc: BaseException | None, message: str | None) -> tu
     return f"bad_http_request_{status}", f"malformed HTTP request: {detail}"
 
 
-class _JsonErrorServer(web.Server):
+class _Server(web.Server):
+    max_connections = 1024
+    _refused_at = 0.0
+
     def __call__(self) -> web_protocol.RequestHandler:
         return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
 
+    def connection_made(self, handler: web_protocol.RequestHandler,
+                        transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        if len(self.connections) > self.max_connections:
+            transport.close()  # before a byte is read: the cheapest refusal there is
+            now = time.monotonic()
+            if now - self._refused_at > 10:
+                log.warning("refusing connections: %d open, the limit is %d",
+                            len(self.connections), self.max_connections)
+                self._refused_at = now
+
 
 class _Runner(web.AppRunner):
+    max_connections = 1024
+
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
-        server.__class__ = _JsonErrorServer  # the same server; only its handlers differ
+        server.__class__ = _Server  # the same server; only its handlers differ
+        assert isinstance(server, _Server)
+        server.max_connections = self.max_connections
         return server
 
 
+def connection_limit(wanted: int, reserve: int = 512) -> int:
+    """Raise the soft file limit to the hard one (as far as 65536) and cap connections
+    so that `reserve` descriptors always stay for the server's own work."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(16, min(wanted, soft - reserve))
+
+
 def serve(app: web.Application, sock: socket.socket, *, loop: asyncio.AbstractEventLoop,
-          on_ready: Callable[[], None], **runner_args: Any) -> None:
+          on_ready: Callable[[], None], max_connections: int = 1024,
+          idle_timeout_s: float = 15.0, **runner_args: Any) -> None:
     """Serve `app` on `sock` until SIGINT or SIGTERM, then clean up as `run_app` does
     (the app's cleanup, then every task left is cancelled and awaited)."""
+    limit = connection_limit(max_connections)
 
     async def run() -> None:
-        runner = _Runner(app, handle_signals=True, **runner_args)
+        runner = _Runner(app, handle_signals=True, keepalive_timeout=idle_timeout_s,
+                         **runner_args)
+        runner.max_connections = limit
         await runner.setup()
         try:
             await web.SockSite(runner, sock).start()

@@ -33,7 +33,7 @@ from server import keys
 from server.accounting import Record
 from server.auth import principal
 from server.deployment import Deployment
-from server.errors import ApiError, BadRequest, NotFound, Unavailable
+from server.errors import ApiError, BadRequest, NotFound, Unavailable, read_body
 from server.states import State
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ async def _inference(request: web.Request, rec: Record) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > max_body:
         raise BadRequest(f"request body is {request.content_length} bytes; the limit is "
                          f"{max_body}", code="request_too_large", status=413)
-    raw = await request.read()
+    raw = await read_body(request, request.app[keys.CONFIG].server.read_timeout_s)
     try:
         data = parse_json(raw)
     except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting

@@ -438,7 +438,8 @@ class Supervisor:
             slice_, dep.slice = dep.slice, None
             try:  # it may wait for exiting tasks: off the event loop
                 await asyncio.to_thread(slice_.remove)
-            except SliceError as e:
+            except (SliceError, OSError) as e:  # OSError: EMFILE under a connection flood
+                # the next start of this deployment, or of the server, cleans it up
                 log.error("could not remove the slice of %s: %s", dep.name, e)
 
     async def _after_crash(self, dep: Deployment, why: str) -> bool:

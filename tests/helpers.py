@@ -46,11 +46,13 @@ def write_config(path: Path, *, state_dir: Path, models_dir: Path, port: int = 0
                  deployments: list[dict[str, Any]] | None = None,
                  supervisor: dict[str, Any] | None = None,
                  node: dict[str, Any] | None = None,
-                 tiers: dict[str, dict[str, Any]] | None = None) -> Path:
+                 tiers: dict[str, dict[str, Any]] | None = None,
+                 server: dict[str, Any] | None = None) -> Path:
     """A config.toml for tests: temp state dir, the test models, a fast supervisor."""
     lines = ["[server]", 'host = "127.0.0.1"', f"port = {port}",
-             f"state_dir = {_toml_value(state_dir)}", f"models_dir = {_toml_value(models_dir)}",
-             "", "[node]"]
+             f"state_dir = {_toml_value(state_dir)}", f"models_dir = {_toml_value(models_dir)}"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in (server or {}).items()]
+    lines += ["", "[node]"]
     node = {"slice_parent": slice_parent(), **(node or ROOMY_NODE)}
     lines += [f"{k} = {_toml_value(v)}" for k, v in node.items()]
     for name, tier in (tiers or {}).items():
