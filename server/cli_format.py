@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import unicodedata
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -59,7 +60,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def cell(value: Any) -> str:
     if value is None or value == "":
         return "-"
-    return " ".join(str(value).split())  # one line per row, whatever a reason holds
+    text = " ".join(str(value).split())  # one line per row, whatever a reason holds
+    # names come from API users: no terminal escapes or bidi overrides reach the screen
+    return "".join(c if c.isprintable() and unicodedata.category(c) != "Cf"
+                   else ascii(c)[1:-1] for c in text)
 
 
 def yes(value: Any) -> str | None:

@@ -282,6 +282,16 @@ def test_ls_is_a_table_with_reason_for_the_non_ready(api, capsys):
     assert rows[1].endswith("killed by SIGKILL")
 
 
+def test_names_from_the_api_cannot_write_terminal_escapes(api, capsys):
+    api.routes["GET", "/api/keys"] = (200, {"data": [
+        {"id": "k1", "user": "alice", "name": "evil\u001b[31mRED\u001b[0m\u202eX",
+         "created_at": "2024-01-01T00:00:00.000Z", "revoked_at": None}]})
+    code, out, _ = run(api, "keys", "ls", capsys=capsys)
+    assert code == 0
+    assert "\x1b" not in out and "\u202e" not in out  # the raw characters never print
+    assert "evil\\x1b[31mRED\\x1b[0m\\u202eX" in out  # shown escaped instead
+
+
 def test_ls_json_is_the_api_answer(api, capsys):
     api.routes["GET", "/api/deployments"] = (200, {"data": [dep()]})
     code, out, _ = run(api, "ls", "--json", capsys=capsys)
