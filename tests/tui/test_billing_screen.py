@@ -146,3 +146,40 @@ def test_server_totals_stand_in_where_rows_cannot_be_read() -> None:
                                 "total": {"billed_seconds": 5, "cost": "1.5",
                                           "currency": "USD"}})
     assert shown(report)[-1] == ("TOTAL", "0:00:05.000", "1.50 USD")
+
+
+async def test_a_range_typed_from_the_keyboard(recorded) -> None:
+    """`g` puts the cursor in since; enter goes on to until; enter there applies. While a
+    date field has the focus, letters type (t and m are not Today and This month)."""
+    app = BerthApp(recorded.url, "token", poll_s=0.2, clock=lambda: NOW)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: len(names(pilot)) == 4, 20, "the rows")
+        await pilot.press("b")
+        await until(pilot, lambda: isinstance(app.screen, BillingScreen)
+                    and app.screen.shown is not None, 20, "the tables")
+        screen = app.screen
+        since, until_field = screen.query_one("#since", Input), screen.query_one("#until",
+                                                                               Input)
+        assert "e.g." in str(since.placeholder) and "e.g." in str(until_field.placeholder)
+        since.value = "old text"  # g selects what is there: typing replaces it
+        await pilot.press("g")
+        assert app.focused is since and screen.period == "today"
+        await pilot.press(*"2026-11-01", "t", "m", "backspace", "backspace")
+        assert since.value == "2026-11-01" and screen.period == "today"
+        await pilot.press("enter")
+        assert app.focused is until_field and screen.period == "today"
+        await pilot.press(*"2026-11-30T12:00", "enter")
+        await until(pilot, lambda: "2026-11-01" in label(screen), 20, "the range")
+        assert "2026-11-30 12:00" in label(screen)
+        mark = len(recorded.calls)
+        await until(pilot, lambda: len(billing_queries(recorded, mark)) >= 2, 20, "a poll")
+        for q in billing_queries(recorded, mark):
+            assert float(q["since"]) == unix(2026, 11, 1)
+            assert float(q["until"]) == unix(2026, 11, 30, 12)
+        assert screen.query_one("#by-deployment").row_count == 7
+        await pilot.press("t")  # the focus went back to the table: keys work again
+        await until(pilot, lambda: "today" in label(screen), 20, "today")
+        await pilot.press("g", "escape")  # escape leaves the field, not the screen
+        assert app.screen is screen and not isinstance(app.focused, Input)
+        await pilot.press("escape")
+        assert app.screen is not screen

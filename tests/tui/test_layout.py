@@ -211,3 +211,46 @@ async def test_the_disconnected_line_is_whole_at_80_columns() -> None:
                          for strip in banner.render_lines(region.reset_offset))
         assert " ".join(shown.split()) == " ".join(whole.split())
         assert region.height >= 2
+
+
+def shown_text(widget: Widget, region: Region) -> list[str]:
+    """What `widget` draws in `region` (its own region on the screen), line by line."""
+    return ["".join(seg.text for seg in strip) for strip in
+            widget.render_lines(region.reset_offset)]
+
+
+@pytest.mark.parametrize("width", [80, 90, 100, 110, 130, 160])
+async def test_billing_shows_money_whole(recorded, width) -> None:
+    """The trial's 100x30: COST was cut to `0.00521` and Range to `R`. Money is shown
+    whole with its currency at every width (the tables stack where they do not fit side
+    by side), and every button its whole label."""
+    cost = "0.005217529"  # nine places, like the server's amounts
+    deps = recorded.answers["/api/billing"]
+
+    def billing(request):
+        answer = deps(request)
+        answer = {**answer, "data": [dict(answer["data"][0], cost=cost),
+                                     *answer["data"][1:]]}
+        return answer
+
+    recorded.answers["/api/billing"] = billing
+    app = app_at(recorded.url)
+    async with app.run_test(size=(width, 30)) as pilot:
+        await open_screen(pilot, "b", BillingScreen, lambda s: s.shown is not None)
+        screen = app.screen
+        for selector, text in (("#today", "Today"), ("#month", "This month"),
+                               ("#range", "Range")):
+            button = screen.query_one(selector)
+            region = await in_view(pilot, button, width=len(text))
+            assert text in "".join(shown_text(button, region)), (selector, width)
+        for selector in ("#by-deployment", "#by-owner"):
+            t = screen.query_one(selector, DataTable)
+            region = await in_view(pilot, t, width=30, height=t.row_count + 1)
+            lines = shown_text(t, region)
+            costs = [t.get_row_at(i)[2].plain for i in range(t.row_count)]
+            assert all(c.endswith(" USD") for c in costs)
+            for c in costs:  # each amount, whole, on its row as drawn
+                assert any(c in line for line in lines), (c, lines)
+        by_dep = screen.query_one("#by-deployment", DataTable)
+        assert by_dep.get_row_at(0)[2].plain == f"{cost} USD"
+        await footer_fits(pilot)

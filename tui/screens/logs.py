@@ -33,6 +33,7 @@ class LogsScreen(PollingScreen):
         super().__init__()
         self.dep_name = name
         self.log_offset: int | None = None
+        self.following = True  # at the end and staying there; off once scrolled up
 
     def compose(self) -> ComposeResult:
         yield ConnectionBanner(self.berth.label)
@@ -51,14 +52,23 @@ class LogsScreen(PollingScreen):
         return Chunk(await self.client.logs(self.dep_name, offset=offset), offset)
 
     def show(self, data: Chunk) -> None:
+        """Opens at the end and follows it as it grows; a user who scrolled up stays
+        where they are (`e` follows again). The scroll to the end waits for the layout,
+        so a first chunk that comes before it (or a horizontal scrollbar that appears
+        with a long line) still leaves the last line in view."""
         log = self.query_one(Log)
+        if log.line_count and not log.is_vertical_scroll_end:
+            self.following = False  # scrolled up since the last chunk
+        elif log.line_count:
+            self.following = True  # scrolled back down to the end
         if data.asked_from is None or data.log.offset is None:
             log.clear()
         if data.log.lines:
-            log.write_lines(data.log.lines)
+            log.write_lines(data.log.lines, scroll_end=False)
+            if self.following:
+                log.scroll_end(animate=False)  # after the next refresh: the layout is known
         self.log_offset = data.log.offset
 
     def action_end(self) -> None:
-        log = self.query_one(Log)
-        log.auto_scroll = True
-        log.scroll_end(animate=False)
+        self.following = True
+        self.query_one(Log).scroll_end(animate=False)
