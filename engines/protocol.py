@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -332,6 +333,14 @@ class _Sampling(_Body):
     logit_bias: Annotated[Any, _unsupported(None, {})] = None
     presence_penalty: Annotated[Any, _unsupported(None, 0, 0.0)] = None
     frequency_penalty: Annotated[Any, _unsupported(None, 0, 0.0)] = None
+
+    @field_validator("stream_options")
+    @classmethod
+    def _only_when_streaming(cls, v: StreamOptions | None,
+                             info: ValidationInfo) -> StreamOptions | None:
+        if v is not None and not info.data.get("stream"):
+            raise ValueError("is only allowed when stream is true")  # as OpenAI answers
+        return v
 
     @field_validator("stop")
     @classmethod

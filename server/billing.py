@@ -55,7 +55,7 @@ def query_time(request: web.Request, key: str, default: float) -> int:
 
 def until_before_since(request: web.Request) -> str:
     if "until" in request.query:
-        return "until is before since"
+        return "until must be after since"
     return "since is in the future (until defaults to now)"
 
 
@@ -95,7 +95,7 @@ async def billing(request: web.Request) -> web.Response:
                          code="invalid_value")
     since = query_time(request, "since", 0)
     until = query_time(request, "until", time.time())
-    if until < since:
+    if until <= since:
         raise BadRequest(until_before_since(request), param="until", code="invalid_value")
     rows = await request.app[keys.STORE].billing_rows(since_ms=since, until_ms=until)
     ms: dict[tuple[Any, str], int] = defaultdict(int)

@@ -58,6 +58,8 @@ async def test_body_not_a_json_object_is_400(make_client, body, code):
     (CHAT, {"model": "chat", "messages": [{"role": "user", "content": "x"}],
             "stream": "yes"}, "stream"),
     (CHAT, {"model": "chat", "messages": [{"role": "user", "content": "x"}],
+            "stream_options": {"include_usage": True}}, "stream_options"),
+    (CHAT, {"model": "chat", "messages": [{"role": "user", "content": "x"}],
             "stop": ["a", "b", "c", "d", "e"]}, "stop"),
     (CHAT, {"model": 5, "messages": [{"role": "user", "content": "x"}]}, "model"),
     (CHAT, {"messages": [{"role": "user", "content": "x"}]}, "model"),
