@@ -233,3 +233,26 @@ def test_sizes_and_names():
     assert valid_name("chat-1")
     for bad in ["", "-a", "a-", "A", "a/b", "..", "a b", "é", "a" * 64, "a_b"]:
         assert not valid_name(bad), bad
+
+
+def test_every_config_key_is_in_the_readme_reference() -> None:
+    from server.config import (
+        _CHECKS,
+        LimitsConfig,
+        MeteringConfig,
+        NodeConfig,
+        ServerConfig,
+        SupervisorConfig,
+    )
+
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines()
+            if line.startswith("| `")]
+    sections = {ServerConfig: "server", NodeConfig: "node", SupervisorConfig: "supervisor",
+                LimitsConfig: "limits", MeteringConfig: "metering"}
+    missing = []
+    for cls, section in sections.items():
+        mine = [r for r in rows if f"`{section}." in r]
+        missing += [f"{section}.{key}" for key in _CHECKS[cls]
+                    if not any(f"`{section}.{key}`" in r or f"`{key}`" in r for r in mine)]
+    assert any("`billing.currency`" in r for r in rows)
+    assert missing == []
