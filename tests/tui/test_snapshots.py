@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from tests.tui.pilot_helpers import until
 from tests.tui.recorded import NOW
@@ -44,6 +45,8 @@ def then(*steps: Callable[[Pilot[None]], object]):
             result = step(pilot)
             if result is not None:
                 await result  # type: ignore[misc]
+        for field in pilot.app.screen.query(Input):  # a blinking cursor is drawn or not
+            field.cursor_blink = False  # by chance: hold it on
         await pilot.pause(0.3)  # a few more refreshes: nothing may move
 
     return run
