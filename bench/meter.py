@@ -50,7 +50,6 @@ class StandInDeployment:
     tier: Tier = TIER
     pid: int | None = None
     spawned_at: float | None = None
-    exited_at: float | None = None
     usage: UsageMeter | None = None
     slice: Any = None  # none: no GPU reading
 

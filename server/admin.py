@@ -10,13 +10,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engines.protocol import describe_validation_error, json_type, parse_json
+from engines.protocol import describe_validation_error
 from server import catalog, keys, money
 from server.auth import ADMIN_OWNER
+from server.bodies import json_object
 from server.capacity import InsufficientCapacity, NeverFits
 from server.config import NAME_PATTERN, valid_name
 from server.deployment import Deployment
-from server.errors import BadRequest, Conflict, NotFound, Unprocessable, read_body
+from server.errors import BadRequest, Conflict, NotFound, Unprocessable
 from server.store import NameTaken
 
 NAME_RULE = ("lowercase letters, digits and '-', 1-63 characters, starting and ending with a "
@@ -105,14 +106,7 @@ def _not_found(name: str) -> NotFound:
 
 
 async def json_body(request: web.Request, model: type[BaseModel]) -> Any:
-    raw = await read_body(request, request.app[keys.CONFIG].server.read_timeout_s)
-    try:
-        data = parse_json(raw)  # JSON is UTF-8 (RFC 8259), whatever charset the header names
-    except (ValueError, RecursionError) as e:
-        raise BadRequest(f"request body is not valid JSON: {e}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise BadRequest(f"request body must be a JSON object, not {json_type(data)}",
-                         code="invalid_body")
+    _, data = await json_object(request)
     try:
         return model.model_validate(data)
     except ValidationError as e:

@@ -50,7 +50,6 @@ class Deployment:
     oom_kills: int = 0  # engines the kernel killed for this deployment's memory limit
     last_pid: int | None = None  # the engine that ran last (for events about its end)
     spawned_at: float | None = None  # wall time the current/last engine was spawned
-    exited_at: float | None = None  # wall time the last engine was reaped
     desired_running: bool = True
     slice: Slice | None = None
     process: EngineProcess | None = None

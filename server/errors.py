@@ -3,14 +3,11 @@ middleware that turns it (and everything else) into the JSON error shape."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage
-from aiohttp.web_protocol import RequestPayloadError
 
 from engines.protocol import error_body
 
@@ -105,17 +102,3 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(500, f"internal error (request id {request_id})", "server_error",
                           "internal_error")
 
-
-async def read_body(request: web.Request, timeout_s: float) -> bytes:
-    """The request body, whole; a client that sends less than it announced, or a body
-    that cannot be decoded (a bad gzip), is a 4xx, never a 500 or a wait forever."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await request.read()
-    except TimeoutError:
-        raise BadRequest(f"the request body did not arrive whole within {timeout_s:g} s",
-                         code="request_timeout", status=408) from None
-    except (RequestPayloadError, BadHttpMessage) as e:
-        cause = e.__cause__ or e.__context__ or e
-        raise BadRequest(f"the request body could not be read: {str(cause)[:200]}",
-                         code="invalid_body_encoding") from None

@@ -26,14 +26,13 @@ from engines.protocol import (
     TASK_ROUTES,
     describe_validation_error,
     error_body,
-    json_type,
-    parse_json,
 )
 from server import keys
 from server.accounting import Record
 from server.auth import principal
+from server.bodies import json_object
 from server.deployment import Deployment
-from server.errors import ApiError, BadRequest, NotFound, Unavailable, read_body
+from server.errors import ApiError, BadRequest, NotFound, Unavailable
 from server.states import State
 
 log = logging.getLogger(__name__)
@@ -97,14 +96,7 @@ async def _inference(request: web.Request, rec: Record) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > max_body:
         raise BadRequest(f"request body is {request.content_length} bytes; the limit is "
                          f"{max_body}", code="request_too_large", status=413)
-    raw = await read_body(request, request.app[keys.CONFIG].server.read_timeout_s)
-    try:
-        data = parse_json(raw)
-    except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
-        raise BadRequest(f"request body is not valid JSON: {e}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise BadRequest(f"request body must be a JSON object, not {json_type(data)}",
-                         code="invalid_body")
+    raw, data = await json_object(request)
     named = request.match_info.get("name") or data.get("model")
     dep = _callable(request, named) if isinstance(named, str) else None
     if dep is not None:  # a bad body is then recorded against the endpoint it was for

@@ -313,7 +313,7 @@ class Supervisor:
             await self._release(dep)
             return f"spawn failed: {e}"
         dep.process, dep.pid = proc, proc.pid
-        dep.spawned_at = time.time()  # the meter bills from here to exited_at
+        dep.spawned_at = time.time()  # the meter bills from here to the reap
         await self._transition(dep, State.STARTING, "restart" if dep.restarts else "spawn")
         dep.usage = slice_meter(dep.slice, proc.pid)
         dep.client = aiohttp.ClientSession(
@@ -424,10 +424,8 @@ class Supervisor:
                  describe_exit(exited.result()))
 
     async def _release(self, dep: Deployment) -> None:
-        if dep.pid is not None:
-            dep.exited_at = time.time()
-            if dep.spawned_at is not None:
-                self._ended.append(EngineLife(dep, dep.pid, dep.spawned_at, dep.exited_at))
+        if dep.pid is not None and dep.spawned_at is not None:  # the meter bills its life
+            self._ended.append(EngineLife(dep, dep.pid, dep.spawned_at, time.time()))
         dep.last_pid = dep.pid
         dep.process = None
         dep.usage = None

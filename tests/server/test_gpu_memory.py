@@ -106,7 +106,6 @@ class StandIn:
     tier: Tier = field(default_factory=lambda: Tier(
         name="gpu", cpus=1, memory_bytes=2**30, gpus=1, price_per_hour=Decimal("1.00")))
     spawned_at: float = time.time()
-    exited_at: float | None = None
     usage: UsageMeter = field(default_factory=lambda: UsageMeter(
         process_reader(os.getpid()), "process"))
 

@@ -31,7 +31,6 @@ class Handle:
     tier: Tier = TIER
     pid: int | None = None
     spawned_at: float | None = None
-    exited_at: float | None = None
     slice: Slice | None = None
     usage: UsageMeter | None = None
 
@@ -53,7 +52,6 @@ class Supervisor:
 
     def reap(self, dep: Handle, at: float) -> None:
         assert dep.pid is not None and dep.spawned_at is not None
-        dep.exited_at = at
         self.ended.append(EngineLife(dep, dep.pid, dep.spawned_at, at))  # type: ignore[arg-type]
         dep.pid = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from aiohttp import web
+from textual.pilot import Pilot
 from textual.widgets import Input, OptionList, Static
 
 from tests.tui.pilot_helpers import names, until
@@ -19,6 +20,14 @@ def text(app: BerthApp, selector: str) -> str:
     return str(app.screen.query_one(selector, Static).visual)
 
 
+
+async def open_form(pilot: Pilot[None]) -> None:
+    """From the deployments screen, once its rows are in, to a loaded new-deployment form."""
+    await until(pilot, lambda: len(names(pilot)) == 4, 20, "the rows")
+    await pilot.press("n")
+    await until(pilot, lambda: isinstance(pilot.app.screen, NewDeploymentScreen)
+                and pilot.app.screen.models is not None, 20, "the form")
+
 async def test_a_stale_api_error_goes_when_the_tier_changes(recorded) -> None:
     listing = recorded.answers["/api/deployments"]
 
@@ -32,10 +41,7 @@ async def test_a_stale_api_error_goes_when_the_tier_changes(recorded) -> None:
     recorded.answers["/api/deployments"] = deployments
     app = BerthApp(recorded.url, "token", poll_s=0.2, clock=lambda: NOW)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: len(names(pilot)) == 4, 20, "the rows")
-        await pilot.press("n")
-        await until(pilot, lambda: isinstance(app.screen, NewDeploymentScreen)
-                    and app.screen.models is not None, 20, "the form")
+        await open_form(pilot)
         await pilot.press(*"new-one")
         await pilot.press("ctrl+s")
         await until(pilot, lambda: "no room" in text(app, "#form-error"), 20, "the error")
@@ -51,10 +57,7 @@ async def test_a_stale_api_error_goes_when_the_tier_changes(recorded) -> None:
 async def test_an_invalid_name_is_never_going_to_be_created(recorded) -> None:
     app = BerthApp(recorded.url, "token", poll_s=0.2, clock=lambda: NOW)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: len(names(pilot)) == 4, 20, "the rows")
-        await pilot.press("n")
-        await until(pilot, lambda: isinstance(app.screen, NewDeploymentScreen)
-                    and app.screen.models is not None, 20, "the form")
+        await open_form(pilot)
         assert "will create" not in text(app, "#choice")  # no name yet
         await pilot.press(*"Bad_Name")
         await until(pilot, lambda: app.screen.query_one("#name", Input).value == "Bad_Name")
@@ -102,10 +105,7 @@ async def test_after_create_at_80x24_the_progress_is_in_view(recorded) -> None:
     created_answers(recorded)
     app = BerthApp(recorded.url, "token", poll_s=0.2, clock=lambda: NOW)
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: len(names(pilot)) == 4, 20, "the rows")
-        await pilot.press("n")
-        await until(pilot, lambda: isinstance(app.screen, NewDeploymentScreen)
-                    and app.screen.models is not None, 20, "the form")
+        await open_form(pilot)
         form = app.screen
         await pilot.press(*"made")
         assert not on_screen(app, "#progress")  # below the lists, out of sight
@@ -132,9 +132,7 @@ async def test_tiers_say_why_they_cannot_be_chosen(recorded) -> None:
     now; `a10` needs a GPU it will never have."""
     app = BerthApp(recorded.url, "token", poll_s=0.2, clock=lambda: NOW)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("n")
-        await until(pilot, lambda: isinstance(app.screen, NewDeploymentScreen)
-                    and app.screen.models is not None, 20, "the form")
+        await open_form(pilot)
         tiers = app.screen.query_one("#tiers", OptionList)
         lines = {o.id: str(o.prompt) for o in (tiers.get_option_at_index(i)
                                                for i in range(tiers.option_count))}
@@ -146,9 +144,7 @@ async def test_tiers_say_why_they_cannot_be_chosen(recorded) -> None:
 async def test_the_choice_is_marked_when_its_list_has_no_focus(recorded) -> None:
     app = BerthApp(recorded.url, "token", poll_s=0.2, clock=lambda: NOW)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("n")
-        await until(pilot, lambda: isinstance(app.screen, NewDeploymentScreen)
-                    and app.screen.models is not None, 20, "the form")
+        await open_form(pilot)
         assert app.focused is app.screen.query_one("#name", Input)
         for selector in ("#tiers", "#models"):
             box = app.screen.query_one(selector, OptionList)
@@ -162,9 +158,7 @@ async def test_the_choice_is_marked_when_its_list_has_no_focus(recorded) -> None
 async def test_each_tier_and_model_is_one_line(recorded, size) -> None:
     app = BerthApp(recorded.url, "token", poll_s=0.2, clock=lambda: NOW)
     async with app.run_test(size=size) as pilot:
-        await pilot.press("n")
-        await until(pilot, lambda: isinstance(app.screen, NewDeploymentScreen)
-                    and app.screen.models is not None, 20, "the form")
+        await open_form(pilot)
         await pilot.pause(0.1)
         for selector in ("#tiers", "#models"):
             box = app.screen.query_one(selector, OptionList)
